@@ -1,0 +1,38 @@
+"""Test set-up: 8 simulated CPU devices, no network, and a data folder.
+
+XLA_FLAGS must be set before jax is imported anywhere, so it is set here at collection time.
+"""
+
+import os
+import pathlib
+import tempfile
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="jaxcnn-hf-"))
+
+import pytest  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _data_dir() -> pathlib.Path | None:
+    env = os.environ.get("JAXCNN_DATA_DIR")
+    candidates = [pathlib.Path(env)] if env else []
+    candidates.append(REPO.parent / "shared" / "data")
+    for c in candidates:
+        if (c / "kim").is_dir():
+            return c.resolve()
+    return None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> pathlib.Path:
+    """The benchmark data folder (`JAXCNN_DATA_DIR`, else ../shared/data). Tests that need it fail loudly
+    when it is missing rather than skip: CI always has it."""
+    d = _data_dir()
+    if d is None:
+        raise RuntimeError("benchmark data not found: set JAXCNN_DATA_DIR to the folder holding kim/, raw/, ...")
+    return d
