@@ -1,0 +1,360 @@
+"""Convolutions, channels-last, 1-D (`[batch, length, channels]`) and 2-D (`[batch, height, width, channels]`).
+
+The kernel rank is `len(kernel_size)`; an int kernel size means 1-D. Padding is "VALID", "SAME", "CAUSAL" (1-D),
+an int, a (lo, hi) pair (1-D), or one int or pair per spatial dim (see `shapes.explicit_padding`). Every layer
+checks its attributes and input shapes and raises a one-line `ConfigError` naming itself, instead of an XLA error.
+Output sizes are `shapes.conv_output_size` / `shapes.transposed_output_size` per spatial dim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxcnn.errors import ConfigError
+from jaxcnn.layers._checks import PaddingLike, canonical_padding, check_rank, check_spatial, positive_ints
+from jaxcnn.layers.masking import conv_output_mask
+from jaxcnn.layers.regularize import get_activation
+from jaxcnn.layers.shapes import _layer_pads, transposed_cropping
+
+Array = jax.Array
+Dtype = Any
+Initializer = Callable[..., Array]
+
+_default_kernel_init = nn.initializers.lecun_normal()  # Flax's default for Conv and ConvTranspose
+
+
+def _channels_last(ndim: int) -> lax.ConvDimensionNumbers:
+    # [batch, *spatial, channels] inputs and outputs; [*spatial, in, out] kernels.
+    spatial = tuple(range(1, ndim - 1))
+    return lax.ConvDimensionNumbers((0, ndim - 1, *spatial), (ndim - 1, ndim - 2, *range(ndim - 2)),
+                                    (0, ndim - 1, *spatial))
+
+
+class Conv(nn.Conv):
+    """Convolution with stride, padding, dilation and groups: a checked `flax.linen.Conv`.
+
+    Parameters are Flax's: `kernel` <param_dtype>[*kernel_size, in_channels / groups, features] and
+    `bias` <param_dtype>[features], so checkpoints are interchangeable with `nn.Conv`.
+
+    Attributes:
+      features: output channels.
+      kernel_size: window per spatial dim, `(k,)` for sequences or `(kh, kw)` for images; an int means `(k,)`.
+      strides: int or one per spatial dim (default 1).
+      padding: "SAME" (Flax's default; output ceil(n / stride)), "VALID" (none; Kim's n - k + 1), "CAUSAL" (1-D:
+        dilation * (k - 1) zeros on the left only), an int p, a (lo, hi) pair (1-D), or one int or pair per dim.
+      kernel_dilation: spacing between kernel taps, int or one per dim (default 1).
+      feature_group_count: groups; input channels and `features` must both divide by it, and each group of
+        `features / groups` outputs sees only its `in_channels / groups` inputs (`groups == in_channels` is a
+        depthwise convolution).
+      use_bias: add a learned bias (default True).
+      dtype: computation dtype (default: promoted from the input and parameters, as in Flax).
+      param_dtype: parameter dtype (default float32).
+      precision: `lax.Precision` of the convolution.
+      kernel_init: Flax's default `lecun_normal()`.
+      bias_init: Flax's default zeros.
+    Other `nn.Conv` fields (`input_dilation`, `mask`, ...) pass through unchanged.
+    """
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        kernel = positive_ints(self.kernel_size, None, owner, "kernel_size")
+        rank = len(kernel)
+        # Canonical tuples, so that Flax sees exactly what was validated (e.g. a 1-D (lo, hi) pair).
+        object.__setattr__(self, "kernel_size", kernel)
+        object.__setattr__(self, "strides", positive_ints(self.strides, rank, owner, "strides"))
+        object.__setattr__(self, "kernel_dilation",
+                           positive_ints(self.kernel_dilation, rank, owner, "kernel_dilation"))
+        object.__setattr__(self, "padding", canonical_padding(self.padding, rank, owner))
+        groups = positive_ints(self.feature_group_count, 1, owner, "feature_group_count")[0]
+        if positive_ints(self.features, 1, owner, "features")[0] % groups:
+            raise ConfigError(f"{owner}.feature_group_count: {groups} does not divide features {self.features}")
+        super().__post_init__()
+
+    def __call__(self, inputs: Array) -> Array:
+        """Convolves the input.
+
+        Args:
+          inputs: <float>[batch, *spatial, in_channels], one spatial dim per kernel dim.
+
+        Returns:
+          <dtype>[batch, *out_spatial, features], out sizes `conv_output_size(n, k, stride, padding, dilation)`.
+        """
+        owner = type(self).__name__
+        check_rank(inputs, len(self.kernel_size), owner)
+        if inputs.shape[-1] % self.feature_group_count:
+            raise ConfigError(f"{owner}.feature_group_count: {self.feature_group_count} does not divide the "
+                              f"input's {inputs.shape[-1]} channels")
+        _layer_pads(owner, inputs.shape[1:-1], self.kernel_size, self.strides, self.padding, self.kernel_dilation)
+        return super().__call__(inputs)
+
+
+class ConvTranspose(nn.Module):
+    """Transposed (fractionally strided) convolution, for upsampling.
+
+    Defined directly as a scatter: input position i adds `x[i] @ kernel[j]` to output position
+    `i * stride + j * dilation - lo`, then (lo, hi) positions are cropped (`shapes.transposed_cropping`). This is
+    PyTorch's `ConvTranspose` and, with the kernel's feature axes swapped, the adjoint (gradient) of `Conv` with the
+    same stride, dilation and padding. Written here because `flax.linen.ConvTranspose` follows
+    `lax.conv_transpose`: its VALID output is n * stride + max(k - stride, 0) and its explicit padding pads the
+    dilated input rather than cropping, which matches neither.
+
+    Attributes:
+      features: output channels.
+      kernel_size: window per spatial dim; an int means `(k,)`.
+      strides: upsampling factor, int or one per dim (default 1).
+      padding: "SAME" (default; output n * stride), "VALID" (full scatter: (n - 1) * stride + dilation * (k - 1)
+        + 1), an int p or (lo, hi) pair(s) cropped from the full output; negative values add zeros (PyTorch's
+        `output_padding=q` is `(p, p - q)`).
+      kernel_dilation: int or one per dim (default 1).
+      use_bias: add a learned bias (default True).
+      dtype: computation dtype (default: promoted from input and parameters).
+      param_dtype: parameter dtype (default float32).
+      precision: `lax.Precision` of the convolution.
+      kernel_init: Flax's default `lecun_normal()`, for `kernel` [*kernel_size, in_channels, features].
+      bias_init: zeros, for `bias` [features].
+    """
+
+    features: int
+    kernel_size: int | Sequence[int]
+    strides: int | Sequence[int] = 1
+    padding: PaddingLike = "SAME"
+    kernel_dilation: int | Sequence[int] = 1
+    use_bias: bool = True
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    precision: Any = None
+    kernel_init: Initializer = _default_kernel_init
+    bias_init: Initializer = nn.initializers.zeros_init()
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        kernel = positive_ints(self.kernel_size, None, owner, "kernel_size")
+        rank = len(kernel)
+        object.__setattr__(self, "kernel_size", kernel)
+        object.__setattr__(self, "strides", positive_ints(self.strides, rank, owner, "strides"))
+        object.__setattr__(self, "kernel_dilation",
+                           positive_ints(self.kernel_dilation, rank, owner, "kernel_dilation"))
+        object.__setattr__(self, "padding",
+                           canonical_padding(self.padding, rank, owner, causal=False, negative=True))
+        positive_ints(self.features, 1, owner, "features")
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, inputs: Array) -> Array:
+        """Upsamples the input.
+
+        Args:
+          inputs: <float>[batch, *spatial, in_channels], one spatial dim per kernel dim.
+
+        Returns:
+          <dtype>[batch, *out_spatial, features], out sizes `transposed_output_size(n, k, stride, padding,
+          dilation)`.
+        """
+        owner = type(self).__name__
+        rank = len(self.kernel_size)
+        check_rank(inputs, rank, owner)
+        pads = []
+        for dim, (n, k, s, d) in enumerate(zip(inputs.shape[1:-1], self.kernel_size, self.strides,
+                                               self.kernel_dilation)):
+            lo, hi = transposed_cropping(k, s, self.padding if isinstance(self.padding, str) else self.padding[dim],
+                                         d)
+            if (n - 1) * s + d * (k - 1) + 1 - lo - hi < 1:
+                raise ConfigError(f"{owner}.padding: cropping ({lo}, {hi}) leaves no output from input size {n} "
+                                  f"along spatial dim {dim}")
+            # A stride-1 correlation of the stride-dilated input with the flipped kernel, padded by the kernel
+            # span minus the crop, is exactly the scatter above (negative padding crops).
+            pads.append((d * (k - 1) - lo, d * (k - 1) - hi))
+        kernel = self.param("kernel", self.kernel_init, (*self.kernel_size, inputs.shape[-1], self.features),
+                            self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        inputs, kernel, bias = nn.dtypes.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
+        y = lax.conv_general_dilated(inputs, jnp.flip(kernel, axis=tuple(range(rank))), (1,) * rank, pads,
+                                     lhs_dilation=self.strides, rhs_dilation=self.kernel_dilation,
+                                     dimension_numbers=_channels_last(inputs.ndim), precision=self.precision)
+        return y if bias is None else y + bias
+
+
+class PointwiseConv(nn.Module):
+    """1x1 convolution: mixes channels at each position independently; any number of spatial dims.
+
+    The kernel is stored as <param_dtype>[1, ..., 1, in_channels, features] (one 1 per spatial dim), the shape a
+    `Conv` with kernel size 1 would have, so the two are checkpoint-compatible.
+
+    Attributes:
+      features: output channels.
+      use_bias: add a learned bias (default True).
+      dtype: computation dtype (default: promoted from input and parameters).
+      param_dtype: parameter dtype (default float32).
+      precision: `lax.Precision` of the matmul.
+      kernel_init: Flax's default `lecun_normal()`.
+      bias_init: zeros.
+    """
+
+    features: int
+    use_bias: bool = True
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    precision: Any = None
+    kernel_init: Initializer = _default_kernel_init
+    bias_init: Initializer = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, inputs: Array) -> Array:
+        """Args: inputs <float>[batch, *spatial, in_channels] (at least one spatial dim).
+
+        Returns:
+          <dtype>[batch, *spatial, features].
+        """
+        owner = type(self).__name__
+        positive_ints(self.features, 1, owner, "features")
+        check_spatial(inputs, owner)
+        in_channels = inputs.shape[-1]
+        kernel = self.param("kernel", self.kernel_init, (1,) * (inputs.ndim - 2) + (in_channels, self.features),
+                            self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        inputs, kernel, bias = nn.dtypes.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
+        y = lax.dot_general(inputs, kernel.reshape(in_channels, self.features),
+                            (((inputs.ndim - 1,), (0,)), ((), ())), precision=self.precision)
+        return y if bias is None else y + bias
+
+
+class DepthwiseSeparableConv(nn.Module):
+    """Depthwise convolution (one filter per input channel) followed by a pointwise 1x1 convolution.
+
+    Submodules: `depthwise`, a `Conv` with `feature_group_count = in_channels`, `in_channels * depth_multiplier`
+    outputs and no bias; `pointwise`, a `PointwiseConv` with the bias. Parameters: k * in * m + in * m * features
+    (+ features), against k * in * features for a full `Conv`.
+
+    Attributes:
+      features: output channels.
+      kernel_size: depthwise window per spatial dim; an int means `(k,)`.
+      strides, padding, kernel_dilation: of the depthwise convolution, as in `Conv` (padding default "SAME").
+      depth_multiplier: depthwise outputs per input channel (default 1).
+      use_bias: bias on the pointwise convolution (default True).
+      dtype, param_dtype, precision: as in `Conv`.
+      kernel_init: for both kernels (Flax's default `lecun_normal()`).
+      bias_init: zeros.
+    """
+
+    features: int
+    kernel_size: int | Sequence[int]
+    strides: int | Sequence[int] = 1
+    padding: PaddingLike = "SAME"
+    kernel_dilation: int | Sequence[int] = 1
+    depth_multiplier: int = 1
+    use_bias: bool = True
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    precision: Any = None
+    kernel_init: Initializer = _default_kernel_init
+    bias_init: Initializer = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, inputs: Array) -> Array:
+        """Args: inputs <float>[batch, *spatial, in_channels].
+
+        Returns:
+          <dtype>[batch, *out_spatial, features], out sizes as `Conv` with the same kernel, stride and padding.
+        """
+        multiplier = positive_ints(self.depth_multiplier, 1, type(self).__name__, "depth_multiplier")[0]
+        in_channels = inputs.shape[-1]
+        common = dict(dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision,
+                      kernel_init=self.kernel_init)
+        y = Conv(in_channels * multiplier, self.kernel_size, strides=self.strides, padding=self.padding,
+                 kernel_dilation=self.kernel_dilation, feature_group_count=in_channels, use_bias=False,
+                 name="depthwise", **common)(inputs)
+        return PointwiseConv(self.features, use_bias=self.use_bias, bias_init=self.bias_init, name="pointwise",
+                             **common)(y)
+
+
+class MultiScaleConv(nn.Module):
+    """A bank of parallel 1-D convolutions of different widths over the same sequence (Kim 2014: 3/4/5 x 100).
+
+    Each width w is its own `Conv` named `conv_w{w}` (stable parameter paths: `conv_w3/kernel`
+    [3, in_channels, features]). Each branch is convolved, passed through `activation`, then through `pool` if
+    given, and the branches are concatenated on the channel axis in `widths` order. With VALID padding the widths
+    give different lengths (n - w + 1), so either pool each branch to a fixed size or set `concat=False`. Kim's
+    layer is
+
+        MultiScaleConv(widths=(3, 4, 5), features=100, activation="relu", pool=masked_max_over_time)(x, mask)
+
+    which gives [batch, 300]: with a `mask`, `pool(y, branch_mask)` gets each branch's own output mask
+    (`conv_output_mask`: an output is real iff its window touches a real token); without one, `pool(y)`.
+
+    Attributes:
+      widths: kernel widths, distinct positive ints (default (3, 4, 5)).
+      features: feature maps per width (default 100).
+      padding: of every branch, as in `Conv` (default "VALID", as Kim).
+      activation: applied per branch before pooling: a name for `get_activation`, a callable, or None.
+      pool: per-branch reduction, `pool(y)` or `pool(y, mask)` with y [batch, length_w, features]; e.g.
+        `masked_max_over_time`, `global_max_pool`, `functools.partial(k_max_pool, k=2)`.
+      concat: concatenate the branches (default True); False returns the list.
+      use_bias: as in `Conv` (default True).
+      dtype, param_dtype, precision: as in `Conv`.
+      kernel_init: Glorot-uniform by default (Kim's init; the other convolutions keep Flax's lecun_normal).
+      bias_init: zeros.
+    """
+
+    widths: Sequence[int] = (3, 4, 5)
+    features: int = 100
+    padding: PaddingLike = "VALID"
+    activation: str | Callable[[Array], Array] | None = None
+    pool: Callable[..., Array] | None = None
+    concat: bool = True
+    use_bias: bool = True
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    precision: Any = None
+    kernel_init: Initializer = nn.initializers.glorot_uniform()
+    bias_init: Initializer = nn.initializers.zeros_init()
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        widths = positive_ints(self.widths, None, owner, "widths")
+        if len(set(widths)) != len(widths):
+            raise ConfigError(f"{owner}.widths: widths must be distinct (each names its conv_w<k>), got {widths}")
+        object.__setattr__(self, "widths", widths)
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, inputs: Array, mask: Array | None = None) -> Array | list[Array]:
+        """Applies every branch.
+
+        Args:
+          inputs: <float>[batch, length, in_channels].
+          mask: optional <bool>[batch, length], True at real tokens; requires `pool`, which then gets the mask of
+            each branch's output.
+
+        Returns:
+          With `concat`: <dtype>[batch, ..., features * len(widths)], where `...` is what `pool` leaves (nothing
+          for max-over-time) or the common length. Otherwise the list of branch outputs, in `widths` order.
+        """
+        owner = type(self).__name__
+        if mask is not None and self.pool is None:
+            raise ConfigError(f"{owner}: a mask was given but no pool to use it; set pool= (e.g. "
+                              f"masked_max_over_time) or drop the mask")
+        activation = get_activation(self.activation) if isinstance(self.activation, str) else self.activation
+        outputs = []
+        for width in self.widths:
+            y = Conv(self.features, (width,), padding=self.padding, use_bias=self.use_bias, dtype=self.dtype,
+                     param_dtype=self.param_dtype, precision=self.precision, kernel_init=self.kernel_init,
+                     bias_init=self.bias_init, name=f"conv_w{width}")(inputs)
+            if activation is not None:
+                y = activation(y)
+            if self.pool is not None:
+                y = self.pool(y) if mask is None else self.pool(y, conv_output_mask(mask, width,
+                                                                                    padding=self.padding))
+            outputs.append(y)
+        if not self.concat:
+            return outputs
+        shapes = [y.shape[:-1] for y in outputs]
+        if len(set(shapes)) > 1:
+            raise ConfigError(f"{owner}: widths {self.widths} with padding {self.padding!r} give branch shapes "
+                              f"{shapes} that cannot be concatenated; set pool= or concat=False")
+        return jnp.concatenate(outputs, axis=-1)
