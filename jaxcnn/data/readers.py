@@ -1,0 +1,191 @@
+"""Line-oriented readers for local text files, each bad line a one-line DataError naming file and line.
+
+Encoding ("auto"): a UTF-8 or UTF-16 byte-order mark is honoured; otherwise the file is read as UTF-8 if it is
+valid UTF-8, else as latin-1 (MR and TREC are latin-1). latin-1 maps every byte to one character, so no byte is
+lost or altered. Lines end at "\\n" only (a trailing "\\r" is dropped): latin-1 byte 0x85 is a line break for
+`str.splitlines`, and MR holds 23 of them inside sentences.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import os
+import pathlib
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from jaxcnn.errors import ConfigError, DataError
+
+_KIM_LINE = re.compile(r"([^ \t]*)(?:[ \t](.*))?\Z", re.DOTALL)
+_INT = re.compile(r"-?\d+\Z")
+_TREC_LABEL = re.compile(r"([A-Z]+):(\S+)\Z")
+
+
+def read_text(path: str | os.PathLike, encoding: str = "auto") -> tuple[str, str]:
+    """Reads a whole text file; returns (text, encoding used)."""
+    path = pathlib.Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as e:
+        raise DataError("file not found", path=path) from e
+    except OSError as e:
+        raise DataError(f"cannot read: {e.strerror or e}", path=path) from e
+    if not raw.strip():
+        raise DataError("empty file", path=path)
+    if encoding != "auto":
+        return _decode(raw, path, encoding), encoding
+    for bom, name in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
+        if raw.startswith(bom):
+            return _decode(raw, path, name), name
+    if b"\x00" in raw:
+        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
+        raise DataError("NUL byte: not a text file (expected UTF-8 or latin-1 text)", path=path, line=line)
+    try:
+        return raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return raw.decode("latin-1"), "latin-1"
+
+
+def _decode(raw: bytes, path: pathlib.Path, encoding: str) -> str:
+    try:
+        return raw.decode(encoding)
+    except LookupError as e:
+        raise ConfigError(f"--encoding: unknown encoding {encoding!r}") from e
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(f"not valid {encoding} (byte 0x{raw[e.start]:02x}); try encoding='auto'", path=path,
+                        line=line) from e
+
+
+def read_lines(path: str | os.PathLike, encoding: str = "auto") -> list[str]:
+    """The lines of a text file, without line terminators."""
+    text, _ = read_text(path, encoding)
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def _blank(path: str | os.PathLike, line_no: int) -> DataError:
+    return DataError("blank line (every line must hold an example)", path=path, line=line_no)
+
+
+def read_kim(path: str | os.PathLike, num_classes: int | None = None, encoding: str = "auto"
+             ) -> tuple[list[str], list[int]]:
+    """Reads `<label> <sentence>` lines (Kim / harvardnlp format, integer labels from 0).
+
+    The sentence is kept exactly as written after the single separating space or tab.
+    """
+    texts, labels = [], []
+    for i, line in enumerate(read_lines(path, encoding), 1):
+        if not line.strip():
+            raise _blank(path, i)
+        label, text = _KIM_LINE.match(line).groups()
+        if not _INT.match(label):
+            raise DataError(f"missing or non-integer label {label[:20]!r} (expected '<label> <sentence>')",
+                            path=path, line=i)
+        if text is None or not text.strip():
+            raise DataError("no sentence after the label", path=path, line=i)
+        value = int(label)
+        if value < 0:
+            raise DataError(f"label {value} is negative; labels are class ids from 0", path=path, line=i)
+        if num_classes is not None and value >= num_classes:
+            raise DataError(f"label {value} outside the classes 0..{num_classes - 1}", path=path, line=i)
+        texts.append(text)
+        labels.append(value)
+    return texts, labels
+
+
+def read_sentences(path: str | os.PathLike, encoding: str = "auto") -> list[str]:
+    """One sentence a line (MR's rt-polarity.pos/.neg)."""
+    lines = read_lines(path, encoding)
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            raise _blank(path, i)
+    return lines
+
+
+def read_trec(path: str | os.PathLike, coarse_names: Sequence[str], encoding: str = "auto"
+              ) -> tuple[list[str], list[str], list[str]]:
+    """Reads original TREC lines `COARSE:fine question...`; returns (texts, coarse labels, fine labels)."""
+    texts, coarse, fine = [], [], []
+    for i, line in enumerate(read_lines(path, encoding), 1):
+        if not line.strip():
+            raise _blank(path, i)
+        label, _, text = line.partition(" ")
+        m = _TREC_LABEL.match(label)
+        if not m or m.group(1) not in coarse_names:
+            raise DataError(f"expected 'COARSE:fine question' with COARSE one of {', '.join(coarse_names)}, "
+                            f"found label {label[:30]!r}", path=path, line=i)
+        if not text.strip():
+            raise DataError("no question after the label", path=path, line=i)
+        texts.append(text)
+        coarse.append(m.group(1))
+        fine.append(label)
+    return texts, coarse, fine
+
+
+def read_table(path: str | os.PathLike, fmt: str, text_column: str, label_column: str, encoding: str = "auto"
+               ) -> tuple[list[str], list[Any], list[int]]:
+    """Reads a CSV (header row, standard quoting), TSV (header row, no quoting) or JSON-lines file.
+
+    Returns:
+      (texts, raw labels as found: str for CSV/TSV, str or int for JSON, line number of each row).
+    """
+    if fmt == "jsonl":
+        return _read_jsonl(path, text_column, label_column, encoding)
+    text, _ = read_text(path, encoding)
+    stream = io.StringIO(text, newline="")
+    rows = (csv.reader(stream) if fmt == "csv" else csv.reader(stream, delimiter="\t", quoting=csv.QUOTE_NONE))
+    try:
+        header = next(rows)
+        missing = [c for c in (text_column, label_column) if c not in header]
+        if missing:
+            raise DataError(f"no column {missing[0]!r}; the header has: {', '.join(header)}", path=path, line=1)
+        ti, li = header.index(text_column), header.index(label_column)
+        texts, labels, line_nos = [], [], []
+        for row in rows:
+            if not row:
+                raise _blank(path, rows.line_num)
+            if len(row) != len(header):
+                raise DataError(f"row has {len(row)} fields, the header has {len(header)}", path=path,
+                                line=rows.line_num)
+            texts.append(row[ti])
+            labels.append(row[li].strip())
+            line_nos.append(rows.line_num)
+    except csv.Error as e:
+        raise DataError(f"malformed {fmt.upper()}: {e}", path=path, line=rows.line_num) from e
+    if not texts:
+        raise DataError("no rows after the header", path=path)
+    return texts, labels, line_nos
+
+
+def _read_jsonl(path: str | os.PathLike, text_column: str, label_column: str, encoding: str
+                ) -> tuple[list[str], list[Any], list[int]]:
+    texts, labels, line_nos = [], [], []
+    for i, line in enumerate(read_lines(path, encoding), 1):
+        if not line.strip():
+            raise _blank(path, i)
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"not valid JSON: {e.msg}", path=path, line=i) from e
+        if not isinstance(obj, dict):
+            raise DataError("expected a JSON object per line", path=path, line=i)
+        for key in (text_column, label_column):
+            if key not in obj:
+                raise DataError(f"no key {key!r}; the object has: {', '.join(obj)}", path=path, line=i)
+        if not isinstance(obj[text_column], str):
+            raise DataError(f"{text_column!r} must be a string, found {type(obj[text_column]).__name__}",
+                            path=path, line=i)
+        label = obj[label_column]
+        if isinstance(label, bool) or not isinstance(label, (int, str)):
+            raise DataError(f"{label_column!r} must be an integer or a string, found {label!r}", path=path, line=i)
+        texts.append(obj[text_column])
+        labels.append(label)
+        line_nos.append(i)
+    return texts, labels, line_nos
