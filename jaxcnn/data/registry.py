@@ -62,7 +62,8 @@ class DatasetSpec:
       hub_text_column, hub_label_column: its columns.
       hub_label_text_column: a column naming each label, matched to `label_names` when present.
       hub_label_aliases: (Hub label name, our label name) pairs where they differ.
-      tokenizer: Kim's tokenizer for this set ("kim", or "kim_sst" for SST).
+      tokenizer: Kim's tokenizer for this set ("kim"; "kim_sst" for SST; "kim_cased" for TREC, which Kim did
+        not lowercase).
       hub_notes: where the Hub copy differs from Kim's protocol.
     """
 
@@ -120,7 +121,7 @@ DATASETS: dict[str, DatasetSpec] = {
         {"train": "kim/TREC.train.all", "test": "kim/TREC.test.all"}, "CogComp/trec",
         "same 5452/500 split; its coarse_label ids are ordered ABBR, ENTY, DESC, HUM, LOC, NUM and are remapped "
         "by name to Kim's order; fine labels (fine_labels=True) come from fine_label",
-        alt=("raw/TREC.train", "raw/TREC.test"), label_text=None),
+        alt=("raw/TREC.train", "raw/TREC.test"), label_text=None, tokenizer="kim_cased"),
     "cr": _spec(
         "cr", "CR (customer reviews, Hu & Liu 2004)", _POLARITY, "cv", {"train": "kim/custrev.all"},
         "SetFit/SentEval-CR",

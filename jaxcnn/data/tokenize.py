@@ -4,7 +4,9 @@ A tokenizer is described by a small JSON-able config (`to_config()`), and `get_t
 prediction tokenizes exactly as training did without the training data at hand.
 
 Names:
-  "kim"         Kim (2014) `clean_str`, then split on spaces (MR, Subj, CR, MPQA, TREC).
+  "kim"         Kim (2014) `clean_str`, then split on spaces (MR, Subj, CR, MPQA).
+  "kim_cased"   the same without lowercasing: Kim's `clean_str(s, TREC=True)` ("every dataset is lower cased
+                except for TREC").
   "kim_sst"     Kim's `clean_str_sst`, then split (SST-1, SST-2).
   "whitespace"  `str.split()`; `{"type": "whitespace", "lowercase": true}` lowercases first.
   "regex"       runs of word characters or single punctuation marks (`\\w+|[^\\w\\s]`); lowercases unless
@@ -41,13 +43,14 @@ _SPACES = re.compile(r"\s{2,}")
 _REGEX_TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
-def clean_str(s: str) -> str:
+def clean_str(s: str, lowercase: bool = True) -> str:
     """Kim (2014) string cleaning: keeps ASCII letters, digits and `(),!?'``, splits clitics and punctuation
-    off, squeezes spaces and lowercases."""
+    off, squeezes spaces and lowercases (Kim keeps TREC's case: `lowercase=False`)."""
     s = _KIM_DROP.sub(" ", s)
     for pattern, replacement in _KIM_SPLITS:
         s = pattern.sub(replacement, s)
-    return _SPACES.sub(" ", s).strip().lower()
+    s = _SPACES.sub(" ", s).strip()
+    return s.lower() if lowercase else s
 
 
 def clean_str_sst(s: str) -> str:
@@ -78,16 +81,18 @@ class Tokenizer(abc.ABC):
 
 @dataclasses.dataclass(frozen=True)
 class KimTokenizer(Tokenizer):
-    """`clean_str` (or `clean_str_sst` when `sst`) followed by a split on spaces."""
+    """`clean_str` (or `clean_str_sst` when `sst`) followed by a split on spaces; `lowercase=False` keeps case
+    (Kim's TREC)."""
 
     sst: bool = False
+    lowercase: bool = True
 
     @property
     def name(self) -> str:
-        return "kim_sst" if self.sst else "kim"
+        return "kim_sst" if self.sst else ("kim" if self.lowercase else "kim_cased")
 
     def __call__(self, text: str) -> list[str]:
-        return (clean_str_sst(text) if self.sst else clean_str(text)).split()
+        return (clean_str_sst(text) if self.sst else clean_str(text, self.lowercase)).split()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,11 +172,12 @@ class HFTokenizer(Tokenizer):
 _SIMPLE = {
     "kim": lambda c: KimTokenizer(sst=False),
     "kim_sst": lambda c: KimTokenizer(sst=True),
+    "kim_cased": lambda c: KimTokenizer(lowercase=False),
     "whitespace": lambda c: WhitespaceTokenizer(lowercase=bool(c.get("lowercase", False))),
     "regex": lambda c: RegexTokenizer(lowercase=bool(c.get("lowercase", True))),
     "char": lambda c: CharTokenizer(),
 }
-_KEYS = {"kim": set(), "kim_sst": set(), "whitespace": {"lowercase"}, "regex": {"lowercase"}, "char": set(),
+_KEYS = {"kim": set(), "kim_sst": set(), "kim_cased": set(), "whitespace": {"lowercase"}, "regex": {"lowercase"}, "char": set(),
          "hf": {"path", "json"}}
 
 

@@ -299,6 +299,11 @@ class MultiScaleConv(nn.Module):
       dtype, param_dtype, precision: as in `Conv`.
       kernel_init: Glorot-uniform by default (Kim's init; the other convolutions keep Flax's lecun_normal).
       bias_init: zeros.
+      impl: "xla" (one `lax.conv` per width), "matmul" (one matrix multiply of the input against every width's
+        taps, then shifted sums: the same numbers, to float rounding, and the same parameters), or "auto":
+        matmul on CPU, xla elsewhere. Why: XLA's CPU convolution inside a `lax.scan`/`while` loop (the trainer
+        runs many steps per dispatch that way) measured ~15x slower than outside one, while the matmul form is
+        equally fast in both (scripts/benchmark.py, "conv bank").
     """
 
     widths: Sequence[int] = (3, 4, 5)
@@ -313,9 +318,12 @@ class MultiScaleConv(nn.Module):
     precision: Any = None
     kernel_init: Initializer = nn.initializers.glorot_uniform()
     bias_init: Initializer = nn.initializers.zeros_init()
+    impl: str = "auto"
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
+        if self.impl not in ("auto", "xla", "matmul"):
+            raise ConfigError(f"{owner}.impl: {self.impl!r} is not one of auto, xla, matmul")
         widths = positive_ints(self.widths, None, owner, "widths")
         if len(set(widths)) != len(widths):
             raise ConfigError(f"{owner}.widths: widths must be distinct (each names its conv_w<k>), got {widths}")
@@ -340,11 +348,15 @@ class MultiScaleConv(nn.Module):
             raise ConfigError(f"{owner}: a mask was given but no pool to use it; set pool= (e.g. "
                               f"masked_max_over_time) or drop the mask")
         activation = get_activation(self.activation) if isinstance(self.activation, str) else self.activation
+        impl = self.impl
+        if impl == "auto":
+            impl = "matmul" if jax.default_backend() == "cpu" else "xla"
+        branches = self._matmul_branches(inputs) if impl == "matmul" else [
+            Conv(self.features, (width,), padding=self.padding, use_bias=self.use_bias, dtype=self.dtype,
+                 param_dtype=self.param_dtype, precision=self.precision, kernel_init=self.kernel_init,
+                 bias_init=self.bias_init, name=f"conv_w{width}")(inputs) for width in self.widths]
         outputs = []
-        for width in self.widths:
-            y = Conv(self.features, (width,), padding=self.padding, use_bias=self.use_bias, dtype=self.dtype,
-                     param_dtype=self.param_dtype, precision=self.precision, kernel_init=self.kernel_init,
-                     bias_init=self.bias_init, name=f"conv_w{width}")(inputs)
+        for width, y in zip(self.widths, branches):
             if activation is not None:
                 y = activation(y)
             if self.pool is not None:
@@ -358,3 +370,45 @@ class MultiScaleConv(nn.Module):
             raise ConfigError(f"{owner}: widths {self.widths} with padding {self.padding!r} give branch shapes "
                               f"{shapes} that cannot be concatenated; set pool= or concat=False")
         return jnp.concatenate(outputs, axis=-1)
+
+    def _matmul_branches(self, inputs: Array) -> list[Array]:
+        """Every width's convolution from one matmul: y = x @ [taps of all widths], then, for width k,
+        out[t] = sum_j y[t + j, tap j] over the zero-padded time axis (padded y rows are x's zero rows)."""
+        owner = type(self).__name__
+        check_rank(inputs, 1, owner)
+        batch, length, channels = inputs.shape
+        params = [_BankParams(width, channels, self.features, self.use_bias, self.param_dtype, self.kernel_init,
+                              self.bias_init, name=f"conv_w{width}")() for width in self.widths]
+        dtype = self.dtype or jnp.result_type(inputs, *(k for k, _ in params))
+        taps = jnp.concatenate([jnp.transpose(k, (1, 0, 2)).reshape(channels, -1) for k, _ in params], axis=1)
+        y = jnp.einsum("blc,cf->blf", inputs.astype(dtype), taps.astype(dtype), precision=self.precision)
+        outputs, offset = [], 0
+        for width, (kernel, bias) in zip(self.widths, params):
+            ((lo, hi),) = _layer_pads(owner, (length,), (width,), (1,), canonical_padding(self.padding, 1, owner),
+                                      (1,))
+            yk = y[..., offset:offset + width * self.features].reshape(batch, length, width, self.features)
+            offset += width * self.features
+            yk = jnp.pad(yk, ((0, 0), (lo, hi), (0, 0), (0, 0)))
+            out_len = length + lo + hi - width + 1
+            out = sum(yk[:, j:j + out_len, j] for j in range(width))
+            outputs.append(out if bias is None else out + bias.astype(dtype))
+        return outputs
+
+
+class _BankParams(nn.Module):
+    """The parameters of one `MultiScaleConv` width, shaped and named as `Conv`'s (kernel [k, in, out], bias)."""
+
+    width: int
+    in_channels: int
+    features: int
+    use_bias: bool
+    param_dtype: Dtype
+    kernel_init: Initializer
+    bias_init: Initializer
+
+    @nn.compact
+    def __call__(self) -> tuple[Array, Array | None]:
+        kernel = self.param("kernel", self.kernel_init, (self.width, self.in_channels, self.features),
+                            self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        return kernel, bias

@@ -95,3 +95,10 @@ def test_tokenizers_never_crash_and_give_clean_tokens(text):
 def test_kim_tokens_use_only_kims_alphabet(text):
     allowed = set("abcdefghijklmnopqrstuvwxyz0123456789(),!?'`")
     assert all(set(t) <= allowed for t in get_tokenizer("kim")(text))
+
+
+def test_kim_cased_keeps_case_for_trec():
+    assert get_tokenizer("kim_cased")("What's the capital of France?") == ["What", "'s", "the", "capital", "of",
+                                                                            "France", "?"]
+    assert get_tokenizer("kim")("What's France?") == ["what", "'s", "france", "?"]
+    assert get_tokenizer(get_tokenizer("kim_cased").to_config()).name == "kim_cased"

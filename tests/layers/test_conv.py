@@ -341,3 +341,17 @@ def test_multiscale_under_jit_and_vmap_over_seeds():
     assert y.shape == (3, 4, 4)
     assert not np.allclose(y[0], y[1])  # members really differ
     np.testing.assert_allclose(y[2], bank.apply(jax.tree.map(lambda a: a[2], members), x, mask), atol=1e-6)
+
+
+@pytest.mark.parametrize("padding", ["VALID", "SAME", "CAUSAL", (2, 1)])
+def test_multiscale_matmul_impl_equals_xla_convolution(padding):
+    x = rand((3, 11, 5))
+    xla = MultiScaleConv(widths=(1, 3, 4), features=6, padding=padding, concat=False, impl="xla")
+    mm = MultiScaleConv(widths=(1, 3, 4), features=6, padding=padding, concat=False, impl="matmul")
+    variables = random_variables(xla, x)
+    assert jax.tree.map(np.shape, mm.init(KEY, x)) == jax.tree.map(np.shape, variables)  # same parameter tree
+    for a, b in zip(xla.apply(variables, x), mm.apply(variables, x)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    g_xla = jax.grad(lambda v: sum(jnp.sum(jnp.sin(y)) for y in xla.apply(v, x)))(variables)
+    g_mm = jax.grad(lambda v: sum(jnp.sum(jnp.sin(y)) for y in mm.apply(v, x)))(variables)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), g_xla, g_mm)

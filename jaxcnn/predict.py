@@ -1,0 +1,155 @@
+"""Prediction and evaluation from a workdir alone: `jaxcnn.load(workdir).predict(["a sentence"])`.
+
+The checkpoint's meta holds the config, the tokenizer, the vocabulary and the label names, so nothing of the
+training data is needed to predict (evaluating a split reloads that split, encoded with the saved vocabulary).
+"""
+
+from __future__ import annotations
+
+import itertools
+import pathlib
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcnn import data as data_lib
+from jaxcnn.configs import Config
+from jaxcnn.errors import DataError, WorkdirError
+from jaxcnn.models.text_cnn import trainable_mask
+from jaxcnn.tasks import text as text_task
+from jaxcnn.train import metrics as metrics_lib
+from jaxcnn.train.checkpoint import CheckpointManager
+from jaxcnn.train.losses import get_loss
+from jaxcnn.train.optim import make_optimizer
+from jaxcnn.train.state import TrainState
+from jaxcnn.train.steps import eval_step, predict_step
+
+
+def abstract_run_state(cfg: Config, vocab_size: int, num_classes: int, length: int,
+                       embed_dim: int | None, sharding=None) -> tuple[TrainState, dict[str, Any]]:
+    """The shapes of a run's checkpointed state, without allocating it (a restore target)."""
+    model = text_task.build_model(cfg, vocab_size, num_classes, embed_dim)
+    params, model_state = jax.eval_shape(lambda k: text_task.init_variables(model, k, length), jax.random.key(0))
+    tx = make_optimizer(cfg.optim, steps_per_epoch=1, total_steps=1, trainable=trainable_mask(params))
+    state = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
+                       opt_state=jax.eval_shape(tx.init, params), model_state=model_state,
+                       apply_fn=text_task.make_forward(model), tx=tx)
+    saved = {"train": state.saveable(), "epoch": jax.ShapeDtypeStruct((), jnp.int32),
+             "rng": jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))}
+    if sharding is not None:
+        saved = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), saved)
+    return state, saved
+
+
+class Predictor:
+    """A trained text classifier.
+
+    Attributes:
+      cfg: the run's Config. encoder: the training TextEncoder. label_names: class names.
+      state: the TrainState restored from the chosen checkpoint. epoch: its epoch.
+    """
+
+    def __init__(self, cfg: Config, encoder, label_names: list[str], state: TrainState, epoch: int):
+        self.cfg, self.encoder, self.label_names, self.state, self.epoch = cfg, encoder, label_names, state, epoch
+        self._logits = jax.jit(predict_step)
+        self._eval = jax.jit(lambda s, b: eval_step(s, b, loss_fn=get_loss(cfg.train.loss)))
+
+    @classmethod
+    def from_workdir(cls, workdir: str | pathlib.Path, checkpoint: str = "best") -> Predictor:
+        ckpt_dir = pathlib.Path(workdir) / "checkpoints"
+        if not ckpt_dir.is_dir():
+            raise WorkdirError(f"{workdir}: no checkpoints/ folder; train a model there first (jaxcnn train "
+                               f"--workdir {workdir} ...)")
+        # Read-only: a training run may be writing to the same workdir. The meta (config, vocabulary, labels) is
+        # the same in every step of a run, so the newest readable one shapes the restore target.
+        with CheckpointManager(ckpt_dir, best_metric="selection", read_only=True) as ckpt:
+            meta = ckpt.read_meta()
+            cfg = Config.from_dict(meta["config"])
+            vocab = data_lib.Vocabulary.from_dict(meta["vocab"])
+            encoder = data_lib.TextEncoder.from_config(meta["encoder"], vocab)
+            labels = list(meta["label_names"])
+            template, abstract = abstract_run_state(
+                cfg, len(vocab), len(labels), encoder.length, meta.get("embed_dim"),
+                sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+            restore = ckpt.restore_best if checkpoint == "best" else ckpt.restore_latest
+            restored = restore(abstract)
+            if restored is None:
+                raise WorkdirError(f"{ckpt_dir}: holds no finished checkpoint")
+            _, saved, _ = restored
+        return cls(cfg, encoder, labels, template.restore(saved["train"]), int(saved["epoch"]))
+
+    # -- prediction -----------------------------------------------------------------------------------------
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """<float32>[len(texts), classes] class probabilities."""
+        out = [self._proba_batch(list(chunk), batch_size) for chunk in _chunks(texts, batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.label_names)), np.float32)
+
+    def predict(self, texts: Sequence[str], batch_size: int = 256) -> list[dict[str, Any]]:
+        """[{"text", "label", "probabilities": {label name: p}}] for each text."""
+        return list(self.predict_stream(texts, batch_size))
+
+    def predict_stream(self, texts: Iterable[str], batch_size: int = 256) -> Iterator[dict[str, Any]]:
+        """Like `predict`, lazily: reads `batch_size` texts at a time, so any number streams in bounded memory."""
+        for chunk in _chunks(texts, batch_size):
+            probs = self._proba_batch(chunk, batch_size)
+            for text, p in zip(chunk, probs):
+                yield {"text": text, "label": self.label_names[int(np.argmax(p))],
+                       "probabilities": {name: float(q) for name, q in zip(self.label_names, p)}}
+
+    def _proba_batch(self, texts: list[str], batch_size: int) -> np.ndarray:
+        # Every call pads to `batch_size` rows: one compiled shape whatever the number of texts.
+        ids = np.zeros((batch_size, self.encoder.length), np.int32)
+        ids[: len(texts)] = self.encoder.encode(texts).ids
+        logits = self._logits(self.state, {"ids": jnp.asarray(ids)})
+        return np.asarray(jax.nn.softmax(logits[: len(texts)], axis=-1))
+
+    # -- evaluation -----------------------------------------------------------------------------------------
+    def evaluate_texts(self, texts: Sequence[str], labels: np.ndarray, batch_size: int = 500) -> dict[str, Any]:
+        """Metrics (loss, accuracy, macro-F1, per-class precision/recall, confusion) over labelled texts."""
+        total = None
+        labels = np.asarray(labels, np.int32)
+        for start in range(0, max(len(texts), 1), batch_size):
+            chunk = list(texts[start:start + batch_size])
+            ids = np.zeros((batch_size, self.encoder.length), np.int32)
+            y = np.zeros(batch_size, np.int32)
+            mask = np.zeros(batch_size, bool)
+            ids[: len(chunk)] = self.encoder.encode(chunk).ids
+            y[: len(chunk)] = labels[start:start + batch_size]
+            mask[: len(chunk)] = True
+            sums = jax.device_get(self._eval(self.state, {"ids": ids, "label": y, "mask": mask}))
+            total = sums if total is None else metrics_lib.add(total, sums)
+        return metrics_lib.summarize(total, self.label_names)
+
+    def evaluate_split(self, split: str = "test") -> dict[str, Any]:
+        """Metrics on a split of the run's own dataset (same fold, seed and dev carving as in training)."""
+        dsd, _, _ = text_task.load_splits(self.cfg)
+        rows = dsd[split][:]
+        result = self.evaluate_texts(rows["text"], np.asarray(rows["label"]))
+        return {"split": split, "epoch": self.epoch, **result}
+
+    def evaluate_file(self, path: str, fmt: str | None = None) -> dict[str, Any]:
+        """Metrics on a labelled file; its labels are matched to the model's by name (or by integer id)."""
+        d = self.cfg.data
+        ds = data_lib.load_files(path, fmt=fmt or d.format, text_column=d.text_column,
+                                 label_column=d.label_column)["train"]
+        file_names = ds.features["label"].names
+        mapping = []
+        for name in file_names:
+            if name in self.label_names:
+                mapping.append(self.label_names.index(name))
+            elif name.isdigit() and int(name) < len(self.label_names):
+                mapping.append(int(name))
+            else:
+                raise DataError(f"label {name!r} is not one of the model's labels {self.label_names}", path=path)
+        rows = ds[:]
+        labels = np.asarray(mapping, np.int32)[np.asarray(rows["label"], np.int64)]
+        return {"file": str(path), "epoch": self.epoch, **self.evaluate_texts(rows["text"], labels)}
+
+
+def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk

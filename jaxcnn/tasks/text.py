@@ -1,0 +1,119 @@
+"""The text classification task: from a `Config` to encoded splits, a `TextCNN` and its initial parameters."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcnn import data as data_lib
+from jaxcnn.configs import Config
+from jaxcnn.errors import ConfigError
+from jaxcnn.models.text_cnn import TextCNN
+
+
+@dataclasses.dataclass
+class TextData:
+    """Encoded splits and what prediction needs to encode new text the same way.
+
+    Attributes:
+      encoder: tokenizer + vocabulary + fixed length. label_names: class names, index = label id.
+      splits: {"train"|"dev"|"test": {"ids": <int32>[n, length], "label": <int32>[n]}}.
+      embeddings: <float32>[vocab, dim] pretrained table (None for rand). vectors_report: its coverage line.
+      truncated: sentences cut to the fixed length, per split.
+    """
+
+    encoder: Any
+    label_names: list[str]
+    splits: dict[str, dict[str, np.ndarray]]
+    embeddings: np.ndarray | None = None
+    vectors_report: Any = None
+    truncated: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    def meta(self) -> dict[str, Any]:
+        """JSON that, with the config, rebuilds the encoder and model for prediction."""
+        return {"task": "text", "encoder": self.encoder.to_config(), "vocab": self.encoder.vocab.to_dict(),
+                "label_names": list(self.label_names),
+                "embed_dim": None if self.embeddings is None else int(self.embeddings.shape[1])}
+
+
+def load_splits(cfg: Config):
+    """The run's train/dev/test `datasets.DatasetDict` and the protocol it followed."""
+    d = cfg.data
+    if d.train_file is not None:
+        dsd = data_lib.load_files(d.train_file, d.dev_file, d.test_file, fmt=d.format,
+                                  text_column=d.text_column, label_column=d.label_column)
+        protocol = "official" if "test" in dsd and "dev" in dsd else ("train_test" if "test" in dsd else "cv")
+        tokenizer = "kim"
+    else:
+        if d.dataset not in data_lib.DATASETS:
+            raise ConfigError(f"--dataset: unknown dataset {d.dataset!r} (choices: {', '.join(data_lib.DATASETS)})")
+        spec = data_lib.DATASETS[d.dataset]
+        phrases = d.phrases if d.phrases is not None else d.dataset in ("sst1", "sst2")
+        dsd = data_lib.load_splits(d.dataset, d.data_dir, phrases=phrases, fine_labels=d.fine_labels)
+        protocol = spec.protocol
+        tokenizer = spec.tokenizer
+    dsd = data_lib.resolve_protocol(dsd, protocol, fold=d.fold, folds=d.folds, seed=cfg.train.seed,
+                                    dev_fraction=d.dev_fraction, stratify=d.stratify)
+    return dsd, protocol, d.tokenizer or tokenizer
+
+
+def prepare(cfg: Config) -> TextData:
+    dsd, _, tokenizer_name = load_splits(cfg)
+    tokenizer = data_lib.get_tokenizer(tokenizer_name)
+    label_names = list(dsd["train"].features["label"].names)
+    texts = {name: dsd[name][:]["text"] for name in ("train", "dev", "test")}
+    encoder = data_lib.TextEncoder.fit(texts["train"], tokenizer, pad_width=max(cfg.model.windows) - 1,
+                                       cap=cfg.data.max_len, min_freq=cfg.data.min_freq,
+                                       max_size=cfg.data.max_vocab)
+    splits, truncated = {}, {}
+    for name in ("train", "dev", "test"):
+        enc = encoder.encode(texts[name])
+        splits[name] = {"ids": enc.ids, "label": np.asarray(dsd[name][:]["label"], np.int32)}
+        truncated[name] = enc.truncated
+    embeddings = report = None
+    if cfg.model.variant != "rand":
+        embeddings, report = data_lib.load_word_vectors(
+            cfg.model.embeddings, encoder.vocab, fmt=cfg.model.embeddings_format,
+            unknown_init=cfg.model.unknown_init, scale=cfg.model.unknown_scale, seed=cfg.train.seed)
+    return TextData(encoder, label_names, splits, embeddings, report, truncated)
+
+
+def build_model(cfg: Config, vocab_size: int, num_classes: int, embed_dim: int | None = None) -> TextCNN:
+    m = cfg.model
+    return TextCNN(vocab_size=vocab_size, num_classes=num_classes, variant=m.variant,
+                   embed_dim=embed_dim or m.embed_dim, windows=tuple(m.windows), maps=m.maps,
+                   activation=m.activation, pooling=m.pooling, k=m.k, dropout=m.dropout, hidden=tuple(m.hidden),
+                   norm=m.norm)
+
+
+def make_forward(model: TextCNN):
+    """The model as the engine calls it: `forward(variables, batch, *, train, rng, mutable)`."""
+
+    def forward(variables, batch, *, train, rng, mutable):
+        keys = None
+        if train:
+            keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, batch["index"])
+        return model.apply(variables, batch["ids"], train=train, dropout_keys=keys, mutable=mutable)
+
+    return forward
+
+
+def init_variables(model: TextCNN, key: jax.Array, length: int, embeddings: np.ndarray | None = None):
+    """Initial variables; a pretrained table (row 0, padding, forced to zero) replaces the random ones."""
+    variables = model.init(key, jnp.zeros((1, length), jnp.int32), train=False)
+    params = dict(variables["params"])
+    if embeddings is not None:
+        table = jnp.asarray(embeddings, jnp.float32).at[0].set(0.0)
+        for name in ("embed", "embed_static"):
+            if name in params:
+                params[name] = {"embedding": jnp.array(table, copy=True)}  # distinct buffers: donated
+    model_state = {k: v for k, v in variables.items() if k != "params"}
+    return params, model_state

@@ -1,0 +1,48 @@
+"""Small synthetic text sets for engine tests: learnable in a few epochs, written in Kim's format."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+POSITIVE = ["good", "great", "fine", "superb", "lovely"]
+NEGATIVE = ["bad", "awful", "poor", "dull", "boring"]
+FILLER = ["the", "movie", "was", "a", "plot", "and", "acting", "really", "quite", "film", "story", "it"]
+
+
+def synthetic_sentences(n: int, seed: int) -> tuple[list[str], list[int]]:
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for _ in range(n):
+        label = int(rng.integers(2))
+        words = list(rng.choice(FILLER, size=int(rng.integers(2, 9))))
+        cue = POSITIVE if label else NEGATIVE
+        words.insert(int(rng.integers(len(words) + 1)), str(rng.choice(cue)))
+        texts.append(" ".join(words))
+        labels.append(label)
+    return texts, labels
+
+
+def write_kim(path: pathlib.Path, texts: list[str], labels: list[int]) -> pathlib.Path:
+    path.write_text("".join(f"{y} {t}\n" for t, y in zip(texts, labels)), encoding="utf-8")
+    return path
+
+
+def write_splits(folder: pathlib.Path, n_train: int = 160, n_dev: int = 40, n_test: int = 40) -> dict[str, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, n, seed in (("train", n_train, 0), ("dev", n_dev, 1), ("test", n_test, 2)):
+        out[f"{name}_file"] = str(write_kim(folder / f"{name}.txt", *synthetic_sentences(n, seed)))
+    return out
+
+
+def write_word2vec_text(path: pathlib.Path, dim: int = 16, seed: int = 0) -> pathlib.Path:
+    """A word2vec text file covering the synthetic vocabulary (minus one word, to exercise unknown init)."""
+    rng = np.random.default_rng(seed)
+    words = POSITIVE + NEGATIVE + FILLER[:-1]
+    lines = [f"{len(words)} {dim}"]
+    for w in words:
+        lines.append(w + " " + " ".join(f"{v:.6f}" for v in rng.normal(0, 0.3, dim)))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
