@@ -32,6 +32,7 @@ class DataConfig:
     """Where the examples come from and how they become ids.
 
     Attributes:
+      task: "text" (sentence classification; the default).
       dataset: a registry name (mr, sst1, sst2, subj, trec, cr, mpqa), or None when `train_file` is given.
       data_dir: the data folder; None reads `JAXCNN_DATA_DIR`, then the Hugging Face Hub.
       train_file/dev_file/test_file/format/text_column/label_column: your own data instead of a registry set.
@@ -46,6 +47,7 @@ class DataConfig:
       min_freq/max_vocab: vocabulary limits (Kim: every training word).
     """
 
+    task: str = "text"
     dataset: str | None = "mr"
     data_dir: str | None = None
     train_file: str | None = None

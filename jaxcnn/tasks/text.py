@@ -12,7 +12,7 @@ import numpy as np
 from jaxcnn import data as data_lib
 from jaxcnn.configs import Config
 from jaxcnn.errors import ConfigError
-from jaxcnn.models.text_cnn import TextCNN
+from jaxcnn.models.text_cnn import TextCNN, trainable_mask
 
 
 @dataclasses.dataclass
@@ -36,6 +36,18 @@ class TextData:
     @property
     def num_classes(self) -> int:
         return len(self.label_names)
+
+    def describe(self) -> str:
+        """One log line about the data."""
+        sizes = ", ".join(f"{k} {len(v['label'])}" for k, v in self.splits.items())
+        return (f"data: {sizes} | vocab {len(self.encoder.vocab)} | length {self.encoder.length} | classes "
+                f"{self.label_names} | truncated {self.truncated}"
+                + ("" if self.vectors_report is None else f"\nvectors: {self.vectors_report}"))
+
+    def summary(self) -> dict[str, Any]:
+        """Task-specific entries of summary.json."""
+        return {"vocab_size": len(self.encoder.vocab),
+                "vectors": None if self.vectors_report is None else str(self.vectors_report)}
 
     def meta(self) -> dict[str, Any]:
         """JSON that, with the config, rebuilds the encoder and model for prediction."""
@@ -84,6 +96,14 @@ def prepare(cfg: Config) -> TextData:
             cfg.model.embeddings, encoder.vocab, fmt=cfg.model.embeddings_format,
             unknown_init=cfg.model.unknown_init, scale=cfg.model.unknown_scale, seed=cfg.train.seed)
     return TextData(encoder, label_names, splits, embeddings, report, truncated)
+
+
+def build(cfg: Config, data: TextData, key: jax.Array):
+    """(forward, params, model_state, trainable mask) of a fresh model for `data`."""
+    embed_dim = None if data.embeddings is None else data.embeddings.shape[1]
+    model = build_model(cfg, len(data.encoder.vocab), data.num_classes, embed_dim)
+    params, model_state = init_variables(model, key, data.encoder.length, data.embeddings)
+    return make_forward(model), params, model_state, trainable_mask(params)
 
 
 def build_model(cfg: Config, vocab_size: int, num_classes: int, embed_dim: int | None = None) -> TextCNN:

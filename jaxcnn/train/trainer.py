@@ -29,8 +29,7 @@ import numpy as np
 
 from jaxcnn.configs import Config
 from jaxcnn.errors import TrainingError
-from jaxcnn.models.text_cnn import trainable_mask
-from jaxcnn.tasks import text as text_task
+from jaxcnn import tasks
 from jaxcnn.train import metrics as metrics_lib
 from jaxcnn.train import parallel
 from jaxcnn.train.checkpoint import CheckpointManager
@@ -96,23 +95,21 @@ class Progress:
 class Run:
     """One training run in a workdir. `train_and_evaluate` is the way in; tests reach inside."""
 
-    def __init__(self, cfg: Config, workdir: pathlib.Path, data: text_task.TextData | None = None):
+    def __init__(self, cfg: Config, workdir: pathlib.Path, data: Any = None):
         self.cfg = cfg
         self.workdir = workdir
-        self.data = data if data is not None else text_task.prepare(cfg)
+        task = tasks.get(cfg.data.task)
+        self.data = data if data is not None else task.prepare(cfg)
         self.mesh = parallel.make_mesh(cfg.train.devices)
         t = cfg.train
         n_train = len(self.data.splits["train"]["label"])
         self.steps_per_epoch = math.ceil(n_train / t.batch_size)
-        embed_dim = None if self.data.embeddings is None else self.data.embeddings.shape[1]
-        self.model = text_task.build_model(cfg, len(self.data.encoder.vocab), self.data.num_classes, embed_dim)
         init_key, rng = jax.random.split(jax.random.key(t.seed))
         self.rng = parallel.replicate(rng, self.mesh)
-        params, model_state = text_task.init_variables(self.model, init_key, self.data.encoder.length,
-                                                       self.data.embeddings)
+        forward, params, model_state, trainable = task.build(cfg, self.data, init_key)
         tx = make_optimizer(cfg.optim, steps_per_epoch=self.steps_per_epoch,
-                            total_steps=self.steps_per_epoch * t.epochs, trainable=trainable_mask(params))
-        state = TrainState.create(apply_fn=text_task.make_forward(self.model), params=params, tx=tx,
+                            total_steps=self.steps_per_epoch * t.epochs, trainable=trainable)
+        state = TrainState.create(apply_fn=forward, params=params, tx=tx,
                                   model_state=model_state, constraint=make_constraint(cfg.optim))
         self.state = parallel.replicate(state, self.mesh)
         self.device_data = {k: parallel.replicate(v, self.mesh) for k, v in self.data.splits.items()}
@@ -253,8 +250,7 @@ class Run:
             "train_examples": len(self.data.splits["train"]["label"]),
             "dev_examples": len(self.data.splits["dev"]["label"]),
             "test_examples": len(self.data.splits["test"]["label"]),
-            "vocab_size": len(self.data.encoder.vocab),
-            "vectors": None if self.data.vectors_report is None else str(self.data.vectors_report),
+            **self.data.summary(),
             "wall_seconds": p.wall_seconds,
             "train_seconds": p.train_seconds,
             "train_examples_per_second": p.examples_trained / p.train_seconds if p.train_seconds else None,
@@ -277,12 +273,7 @@ def make_bar(t, steps_per_epoch: int, epochs_done: int):
 
 
 def log_data_summary(run: Run) -> None:
-    d = run.data
-    sizes = ", ".join(f"{k} {len(v['label'])}" for k, v in d.splits.items())
-    log.info("data: %s | vocab %d | length %d | classes %s | truncated %s", sizes, len(d.encoder.vocab),
-             d.encoder.length, d.label_names, d.truncated)
-    if d.vectors_report is not None:
-        log.info("vectors: %s", d.vectors_report)
+    log.info("%s", run.data.describe())
     log.info("devices: %d x %s | batch %d (padded to %d)", run.mesh.devices.size, jax.devices()[0].platform,
              run.cfg.train.batch_size, run.batch)
 
@@ -296,8 +287,7 @@ def write_plots(workdir: pathlib.Path, summary: dict[str, Any], label_names: lis
         plot_confusion_matrix(np.asarray(summary["test_confusion"]), label_names, workdir / "confusion.png")
 
 
-def train_and_evaluate(cfg: Config, workdir: str | pathlib.Path,
-                       data: text_task.TextData | None = None) -> dict[str, Any]:
+def train_and_evaluate(cfg: Config, workdir: str | pathlib.Path, data: Any = None) -> dict[str, Any]:
     """Trains (or resumes) the run described by `cfg` in `workdir` and returns its summary."""
     cfg.validate()
     workdir = pathlib.Path(workdir)

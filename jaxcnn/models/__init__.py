@@ -1,0 +1,1 @@
+"""Model definitions: the Kim (2014) text CNN (and image CNNs)."""
