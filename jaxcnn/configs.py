@@ -5,7 +5,9 @@ command line exposes every field as one flag (`--batch-size`, `--lr`, `--windows
 through `Config.to_dict` / `Config.from_dict`, where an unknown key or a value of the wrong type is a
 `ConfigError` naming the key.
 
-Presets: `kim2014(dataset, variant)` is the paper's recipe; `tiny()` runs in seconds on a CPU (tests, smoke runs).
+Presets: `kim2014(dataset, variant)` is the paper's recipe; `tiny()` runs in seconds on a CPU (tests, smoke runs);
+`image(dataset, model)` is the image task's recipe (Adam, no max-norm), and `defaults(task)` is what the command
+line starts from for `--task`.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ class DataConfig:
     """Where the examples come from and how they become ids.
 
     Attributes:
-      task: "text" (sentence classification; the default).
-      dataset: a registry name (mr, sst1, sst2, subj, trec, cr, mpqa), or None when `train_file` is given.
+      task: "text" (sentence classification; the default) or "image" (image classification).
+      dataset: a registry name (text: mr, sst1, sst2, subj, trec, cr, mpqa; image: digits, mnist, fashion_mnist,
+        cifar10), or None when `train_file` is given.
       data_dir: the data folder; None reads `JAXCNN_DATA_DIR`, then the Hugging Face Hub.
       train_file/dev_file/test_file/format/text_column/label_column: your own data instead of a registry set.
       phrases: SST only: train on every labelled phrase of the training trees, not only sentences (None: the
@@ -45,6 +48,9 @@ class DataConfig:
       tokenizer: tokenizer name; None takes the dataset's (Kim's clean_str).
       max_len: cap on tokens kept per sentence (None: the longest training sentence).
       min_freq/max_vocab: vocabulary limits (Kim: every training word).
+      image_size: image task: resize images to image_size x image_size (None: keep their size).
+      channels: image task: 1 (greyscale) or 3 (RGB); None keeps the data's.
+      augment: image task: on-device training augmentation, e.g. "rotate=10,crop=0.9,noise=0.05" (None: none).
     """
 
     task: str = "text"
@@ -66,6 +72,9 @@ class DataConfig:
     max_len: int | None = None
     min_freq: int = 1
     max_vocab: int | None = None
+    image_size: int | None = None
+    channels: int | None = None
+    augment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,9 @@ class ModelConfig:
       activation/pooling/k: non-linearity and pooling over time (max, kmax with k, avg), masked so padding never
         counts.
       dropout: on the penultimate layer. hidden: sizes of extra dense layers. norm: after the convolutions.
+      model: image task: lenet5 (ReLU, max pooling), lenet5_classic (tanh, average pooling) or small_cnn (None:
+        lenet5).
+      width/depth: small_cnn: channels of the first block (doubled per block) and number of conv blocks.
     """
 
     variant: Literal["rand", "static", "non-static", "multichannel"] = "rand"
@@ -99,6 +111,9 @@ class ModelConfig:
     dropout: float = 0.5
     hidden: tuple[int, ...] = ()
     norm: Literal["none", "batch", "layer"] = "none"
+    model: Literal["lenet5", "lenet5_classic", "small_cnn"] | None = None
+    width: int = 32
+    depth: int = 2
 
 
 @dataclass(frozen=True)
@@ -114,6 +129,8 @@ class OptimConfig:
       l1/l2: penalties added to the loss (embeddings excluded); weight_decay: decoupled (adamw, or any optimizer).
       max_norm: rescale each output unit's weight vector of every dense layer to L2 norm <= max_norm after each
         step (Kim's constraint; None: off).
+      lazy_embeddings: update embedding tables by the rows a batch touches, catching up the rows' accumulators
+        when next touched; used only where that is exact (Adadelta, Adagrad; no weight decay or clipping).
     """
 
     optimizer: Literal["sgd", "momentum", "nesterov", "adam", "adamw", "adagrad", "rmsprop", "adadelta"] = "adadelta"
@@ -132,6 +149,7 @@ class OptimConfig:
     l2: float = 0.0
     weight_decay: float = 0.0
     max_norm: float | None = 3.0
+    lazy_embeddings: bool = True
 
 
 @dataclass(frozen=True)
@@ -227,7 +245,45 @@ class Config:
         for ok, flag, message in checks:
             if not ok:
                 raise ConfigError(f"--{flag}: {message}")
+        return self._validate_task()
+
+    def _validate_task(self) -> Config:
+        """Refuses fields of the other task (at a non-default value) and checks the image task's own."""
+        d, m = self.data, self.model
+        task = d.task
+        if task not in ("text", "image"):
+            raise ConfigError(f"--task: unknown task {task!r} (choices: text, image)")
+        other, owner = (IMAGE_ONLY, "image") if task == "text" else (TEXT_ONLY, "text")
+        for name in other:
+            section = getattr(self, FIELD_SECTION[name])
+            if getattr(section, name) != _default(type(section), name):
+                raise ConfigError(f"--{name.replace('_', '-')}: only for --task {owner} (this run is --task {task})")
+        if task == "image":
+            checks = [
+                (m.width >= 1, "width", f"must be >= 1, got {m.width}"),
+                (1 <= m.depth <= 8, "depth", f"must be in 1..8, got {m.depth}"),
+                (d.image_size is None or d.image_size >= 4, "image-size", f"must be >= 4, got {d.image_size}"),
+                (d.channels in (None, 1, 3), "channels", f"must be 1 or 3, got {d.channels}"),
+            ]
+            for ok, flag, message in checks:
+                if not ok:
+                    raise ConfigError(f"--{flag}: {message}")
+            from jaxcnn.augment import parse_augment
+
+            parse_augment(d.augment)
         return self
+
+
+# Fields that mean something to one task only; the other task refuses them at a non-default value.
+TEXT_ONLY = ("variant", "embeddings", "embeddings_format", "unknown_init", "unknown_scale", "embed_dim", "windows",
+             "maps", "activation", "pooling", "k", "hidden", "norm", "phrases", "fine_labels", "fold", "folds",
+             "tokenizer", "max_len", "min_freq", "max_vocab", "format", "text_column", "label_column")
+IMAGE_ONLY = ("model", "width", "depth", "image_size", "channels", "augment")
+
+
+def _default(cls, name: str) -> Any:
+    f = next(f for f in fields(cls) if f.name == name)
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
 
 FIELD_SECTION: dict[str, str] = {}
@@ -309,6 +365,21 @@ def kim2014(dataset: str = "mr", variant: str = "rand", embeddings: str | None =
     `jaxcnn train --dataset mr --variant rand --workdir runs/mr` runs it; expected test accuracy in the README.
     """
     return Config().replace(dataset=dataset, variant=variant, embeddings=embeddings)
+
+
+def image(dataset: str = "digits", model: str = "lenet5", **overrides: Any) -> Config:
+    """The image task's recipe: Adam (lr 1e-3), batch 32, no max-norm, no dropout, 30 epochs.
+
+    `jaxcnn train --task image --dataset digits --model lenet5 --workdir runs/digits` runs it (docs/images.md has
+    the figures it reaches).
+    """
+    return Config().replace(task="image", dataset=dataset, model=model, optimizer="adam", lr=1e-3, max_norm=None,
+                            dropout=0.0, batch_size=32, epochs=30, **overrides)
+
+
+def defaults(task: str = "text") -> Config:
+    """The config the command line starts from for `--task`: Kim's recipe for text, `image()` for images."""
+    return image(model=None) if task == "image" else Config()
 
 
 def tiny() -> Config:

@@ -23,20 +23,22 @@ from jaxcnn.tasks import text as text_task
 from jaxcnn.train import metrics as metrics_lib
 from jaxcnn.train.checkpoint import CheckpointManager
 from jaxcnn.train.losses import get_loss
-from jaxcnn.train.optim import make_optimizer
 from jaxcnn.train.state import TrainState
 from jaxcnn.train.steps import eval_step, predict_step
+from jaxcnn.train.trainer import create_state
 
 
 def abstract_run_state(cfg: Config, vocab_size: int, num_classes: int, length: int,
                        embed_dim: int | None, sharding=None) -> tuple[TrainState, dict[str, Any]]:
     """The shapes of a run's checkpointed state, without allocating it (a restore target)."""
     model = text_task.build_model(cfg, vocab_size, num_classes, embed_dim)
-    params, model_state = jax.eval_shape(lambda k: text_task.init_variables(model, k, length), jax.random.key(0))
-    tx = make_optimizer(cfg.optim, steps_per_epoch=1, total_steps=1, trainable=trainable_mask(params))
-    state = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
-                       opt_state=jax.eval_shape(tx.init, params), model_state=model_state,
-                       apply_fn=text_task.make_forward(model), tx=tx)
+
+    def build(key):
+        params, model_state = text_task.init_variables(model, key, length)
+        return create_state(cfg, text_task, text_task.make_forward(model), params, model_state,
+                            trainable_mask(params), steps_per_epoch=1)
+
+    state = jax.eval_shape(build, jax.random.key(0))  # static fields (apply_fn, tx, ...) ride in the treedef
     saved = {"train": state.saveable(), "epoch": jax.ShapeDtypeStruct((), jnp.int32),
              "rng": jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))}
     if sharding is not None:

@@ -31,7 +31,7 @@ def uniform_embedding_init(scale: float = 0.25, pad_id: int = 0):
     return init
 
 
-def per_example_dropout(x: jax.Array, rate: float, keys: jax.Array) -> jax.Array:
+def per_example_dropout(x: jax.Array, rate: float | jax.Array, keys: jax.Array) -> jax.Array:
     """Inverted dropout whose mask for example i depends only on keys[i].
 
     A batch-wide key would make the masks depend on the batch's size and layout, so padding a batch to a
@@ -39,15 +39,21 @@ def per_example_dropout(x: jax.Array, rate: float, keys: jax.Array) -> jax.Array
     derives them from the seed, the step and the example's index) make a step identical on 1 or 8 devices.
 
     Args:
-      x: <float>[batch, ...]. keys: <key>[batch] typed PRNG keys.
+      x: <float>[batch, ...]. rate: a number, or a traced <float32>[] (a vmapped search over rates).
+      keys: <key>[batch] typed PRNG keys.
     Returns:
       <float>[batch, ...]
     """
-    if rate == 0.0:
+    if _is_zero(rate):
         return x
     keep = 1.0 - rate
     masks = jax.vmap(lambda k: jax.random.bernoulli(k, keep, x.shape[1:]))(keys)
     return jnp.where(masks, x / keep, jnp.zeros_like(x))
+
+
+def _is_zero(rate: float | jax.Array) -> bool:
+    # A traced rate cannot be tested in Python; it takes the general path, which is exact at rate 0 too.
+    return isinstance(rate, (int, float)) and rate == 0.0
 
 
 def pool_over_time(h: jax.Array, mask: jax.Array, *, pooling: str = "max", k: int = 1) -> jax.Array:
@@ -76,7 +82,8 @@ class TextCNN(nn.Module):
       activation: name from `jaxcnn.layers.ACTIVATIONS`.
       pooling: "max" (1-max over time), "kmax" (k-max, order kept), "avg"; all masked so padding never counts.
       k: k for kmax pooling.
-      dropout: rate on the penultimate features (and after each hidden layer).
+      dropout: rate on the penultimate features (and after each hidden layer); a number, or a traced scalar
+        (`jaxcnn.train.multi` binds one per member to search over rates inside one program).
       hidden: sizes of extra dense layers before the head.
       norm: "none", "layer" or "batch" normalisation of the pooled features.
       pad_id: the padding token id.
@@ -139,7 +146,7 @@ class TextCNN(nn.Module):
         return EmbeddingTable(self.vocab_size, self.embed_dim, init, name=name)()
 
     def drop(self, x: jax.Array, train: bool, keys: jax.Array | None, layer: int) -> jax.Array:
-        if not train or self.dropout == 0.0:
+        if not train or _is_zero(self.dropout):
             return x
         if keys is None:
             raise ValueError("TextCNN(train=True) needs dropout_keys")
@@ -159,6 +166,9 @@ class EmbeddingTable(nn.Module):
 
     @nn.compact
     def __call__(self) -> jax.Array:
+        if self.has_variable("params", "embedding"):
+            # Any number of rows: the engine's lazy embedding update passes only a batch's rows, re-indexed.
+            return self.get_variable("params", "embedding")
         return self.param("embedding", self.init, (self.vocab_size, self.dim))
 
 

@@ -106,6 +106,11 @@ def build(cfg: Config, data: TextData, key: jax.Array):
     return make_forward(model), params, model_state, trainable_mask(params)
 
 
+def embedding_tables(params) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(trainable, frozen) top-level names of the embedding tables indexed by batch["ids"]."""
+    return (tuple(n for n in ("embed",) if n in params), tuple(n for n in ("embed_static",) if n in params))
+
+
 def build_model(cfg: Config, vocab_size: int, num_classes: int, embed_dim: int | None = None) -> TextCNN:
     m = cfg.model
     return TextCNN(vocab_size=vocab_size, num_classes=num_classes, variant=m.variant,

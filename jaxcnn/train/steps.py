@@ -48,24 +48,41 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     weights = mask.astype(jnp.float32)
     count = jnp.sum(weights)
     mutable = list(state.model_state)
+    sparse = state.sparse
+    if sparse is None:
+        fwd_batch, frozen, diff = batch, {}, state.params
+    else:
+        # Embedding tables enter as their batch rows only; the gradient is then <float32>[rows, dim].
+        sub, fwd_batch, rows = sparse.gather(state.params, batch)
+        diff = {k: v for k, v in sub.items() if k not in sparse.frozen}
+        frozen = {k: sub[k] for k in sparse.frozen}
 
     def loss_and_aux(params):
-        variables = {"params": params, **state.model_state}
-        out = state.apply_fn(variables, batch, train=True, rng=step_rng, mutable=mutable or False)
+        variables = {"params": {**params, **frozen}, **state.model_state}
+        out = state.apply_fn(variables, fwd_batch, train=True, rng=step_rng, mutable=mutable or False)
         logits, new_model_state = out if mutable else (out, state.model_state)
         per_example = loss_fn(logits, batch["label"], label_smoothing)
         loss = jnp.sum(per_example * weights) / jnp.maximum(count, 1.0) + penalty(params, l1, l2)
         return loss, (logits, per_example, new_model_state)
 
-    (loss, (logits, per_example, new_model_state)), grads = jax.value_and_grad(loss_and_aux, has_aux=True)(
-        state.params)
+    (loss, (logits, per_example, new_model_state)), grads = jax.value_and_grad(loss_and_aux, has_aux=True)(diff)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     apply = finite & (count > 0)
 
     def update(s: TrainState) -> TrainState:
-        updates, opt_state = s.tx.update(grads, s.opt_state, s.params)
-        params = s.constraint(optax.apply_updates(s.params, updates))
+        if sparse is None:
+            updates, opt_state = s.tx.update(grads, s.opt_state, s.params)
+            params = optax.apply_updates(s.params, updates)
+        else:
+            dense_grads = {k: v for k, v in grads.items() if k not in sparse.trainable}
+            dense_params = {k: v for k, v in s.params.items() if k not in sparse.tables}
+            updates, dense_state = s.tx.update(dense_grads, s.opt_state["dense"], dense_params)
+            params, sparse_state = sparse.update(
+                s.params, s.opt_state["sparse"], {k: grads[k]["embedding"] for k in sparse.trainable}, rows, s.step)
+            params = {**params, **optax.apply_updates(dense_params, updates)}
+            opt_state = {"dense": dense_state, "sparse": sparse_state}
+        params = s.constraint(params)
         return s.replace(step=s.step + 1, params=params, opt_state=opt_state, model_state=new_model_state)
 
     new_state = jax.lax.cond(apply, update, lambda s: s, state)

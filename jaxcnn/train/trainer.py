@@ -34,7 +34,8 @@ from jaxcnn.train import metrics as metrics_lib
 from jaxcnn.train import parallel
 from jaxcnn.train.checkpoint import CheckpointManager
 from jaxcnn.train.losses import get_loss
-from jaxcnn.train.optim import make_constraint, make_optimizer
+from jaxcnn.train import sparse as sparse_lib
+from jaxcnn.train.optim import make_constraint, make_optimizer, make_schedule
 from jaxcnn.train.state import TrainState
 from jaxcnn.train.steps import bind, evaluate_steps, train_steps
 from jaxcnn.train.workdir import WorkdirLock, atomic_write_json, check_config
@@ -106,11 +107,7 @@ class Run:
         self.steps_per_epoch = math.ceil(n_train / t.batch_size)
         init_key, rng = jax.random.split(jax.random.key(t.seed))
         self.rng = parallel.replicate(rng, self.mesh)
-        forward, params, model_state, trainable = task.build(cfg, self.data, init_key)
-        tx = make_optimizer(cfg.optim, steps_per_epoch=self.steps_per_epoch,
-                            total_steps=self.steps_per_epoch * t.epochs, trainable=trainable)
-        state = TrainState.create(apply_fn=forward, params=params, tx=tx,
-                                  model_state=model_state, constraint=make_constraint(cfg.optim))
+        state = create_state(cfg, task, *task.build(cfg, self.data, init_key), self.steps_per_epoch)
         self.state = parallel.replicate(state, self.mesh)
         self.device_data = {k: parallel.replicate(v, self.mesh) for k, v in self.data.splits.items()}
         step_fn, eval_fn = bind(get_loss(t.loss), label_smoothing=t.label_smoothing, l1=cfg.optim.l1,
@@ -257,6 +254,24 @@ class Run:
             "devices": int(self.mesh.devices.size),
             "platform": jax.devices()[0].platform,
         }
+
+
+def create_state(cfg: Config, task, forward, params, model_state, trainable,
+                 steps_per_epoch: int) -> TrainState:
+    """The initial TrainState: the optimizer from the config, Kim's max-norm, and lazy embedding rows where that
+    is exact (`jaxcnn.train.sparse`). Also used under `jax.eval_shape` to shape a restore target."""
+    o = cfg.optim
+    total = steps_per_epoch * cfg.train.epochs
+    sparse = None
+    tables = task.embedding_tables(params) if hasattr(task, "embedding_tables") else ((), ())
+    if o.lazy_embeddings and not o.weight_decay and o.clip_norm is None:
+        sparse = sparse_lib.make(o.optimizer, rho=o.rho, eps=o.eps, trainable=tables[0], frozen=tables[1],
+                                 learning_rate=make_schedule(o, steps_per_epoch, total))
+    if sparse is not None:
+        trainable = {k: v for k, v in trainable.items() if k not in sparse.tables}
+    tx = make_optimizer(o, steps_per_epoch=steps_per_epoch, total_steps=total, trainable=trainable)
+    return TrainState.create(apply_fn=forward, params=params, tx=tx, model_state=model_state,
+                             constraint=make_constraint(o), sparse=sparse)
 
 
 def ckpt_dir(workdir: pathlib.Path) -> pathlib.Path:

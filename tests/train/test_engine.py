@@ -149,3 +149,28 @@ def test_padded_batch_size():
     mesh = parallel.make_mesh(8)
     assert parallel.padded_batch_size(50, mesh) == 56
     assert parallel.padded_batch_size(48, mesh) == 48
+
+
+@pytest.mark.parametrize("optimizer, variant", [("adadelta", "rand"), ("adagrad", "multichannel")])
+def test_lazy_embedding_rows_equal_the_dense_update(tmp_path, files, optimizer, variant):
+    vectors = str(write_word2vec_text(tmp_path / "vec.txt", dim=16))
+    results = []
+    for lazy in (True, False):
+        cfg = tiny_cfg(files, optimizer=optimizer, variant=variant, lazy_embeddings=lazy, devices=1,
+                       embeddings=None if variant == "rand" else vectors)
+        run = Run(cfg, tmp_path / f"w{lazy}")
+        assert (run.state.sparse is not None) == lazy
+        # Several steps, so rows skip some steps and must catch up their accumulators when touched again.
+        run_steps(run, 6)
+        if lazy:
+            last = np.asarray(run.state.opt_state["sparse"]["embed"]["last"])
+            assert ((last > 0) & (last < 6)).any()  # some rows were skipped by later steps and are behind
+        results.append(params_of(run))
+    lazy_params, dense_params = results
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), lazy_params, dense_params)
+
+
+def test_lazy_embeddings_only_where_exact(tmp_path, files):
+    assert Run(tiny_cfg(files, optimizer="adam", devices=1), tmp_path / "a").state.sparse is None
+    assert Run(tiny_cfg(files, weight_decay=1e-4, devices=1), tmp_path / "b").state.sparse is None
+    assert Run(tiny_cfg(files, devices=1), tmp_path / "c").state.sparse.rule == "adadelta"
