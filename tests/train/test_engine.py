@@ -174,3 +174,14 @@ def test_lazy_embeddings_only_where_exact(tmp_path, files):
     assert Run(tiny_cfg(files, optimizer="adam", devices=1), tmp_path / "a").state.sparse is None
     assert Run(tiny_cfg(files, weight_decay=1e-4, devices=1), tmp_path / "b").state.sparse is None
     assert Run(tiny_cfg(files, devices=1), tmp_path / "c").state.sparse.rule == "adadelta"
+
+
+def test_one_compilation_per_shape_across_epochs(tmp_path, files):
+    run = Run(tiny_cfg(files, devices=1), tmp_path / "w")
+    for epoch in (1, 2, 3):
+        run.train_epoch(epoch, None)
+        run.evaluate("dev")
+        run.evaluate("test")
+    assert run.train_fn._cache_size() == 1
+    # dev and test have 40 examples each here, so one eval shape serves both
+    assert run.eval_fn._cache_size() == 1
