@@ -72,6 +72,10 @@ class Predictor:
         # the same in every step of a run, so the newest readable one shapes the restore target.
         with CheckpointManager(ckpt_dir, best_metric="selection", read_only=True) as ckpt:
             meta = ckpt.read_meta()
+            if meta.get("task", "text") == "image":  # same methods (predict_stream, evaluate_*), image inputs
+                from jaxcnn.tasks.image import ImagePredictor
+
+                return ImagePredictor.from_checkpoints(ckpt, meta, checkpoint)
             cfg = Config.from_dict(meta["config"])
             vocab = data_lib.Vocabulary.from_dict(meta["vocab"])
             encoder = data_lib.TextEncoder.from_config(meta["encoder"], vocab)

@@ -31,6 +31,25 @@ def uniform_embedding_init(scale: float = 0.25, pad_id: int = 0):
     return init
 
 
+def kim_conv_init(length: int, activation: str):
+    """Kim's conv-filter init (conv_net_classes.py `LeNetConvPoolLayer`): U(-0.01, 0.01) for ReLU or no
+    non-linearity; otherwise Glorot-uniform with the fan-out divided by the pooling size (max over the whole
+    output, `length - width + 1`). Kernel shape <width, in, maps>."""
+    small = activation.lower() in ("relu", "identity", "linear", "none")
+
+    def init(key, shape, dtype=jnp.float32):
+        width, channels, maps = shape
+        if small:
+            bound = 0.01
+        else:
+            fan_in = width * channels
+            fan_out = maps * width * channels / max(length - width + 1, 1)
+            bound = (6.0 / (fan_in + fan_out)) ** 0.5
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
 def per_example_dropout(x: jax.Array, rate: float | jax.Array, keys: jax.Array) -> jax.Array:
     """Inverted dropout whose mask for example i depends only on keys[i].
 
@@ -80,6 +99,7 @@ class TextCNN(nn.Module):
       embed_dim: embedding size (pretrained tables overwrite the initial ones after `init`).
       windows: filter widths. maps: feature maps per width.
       activation: name from `jaxcnn.layers.ACTIVATIONS`.
+      conv_init: "kim" (`kim_conv_init`: U(-0.01, 0.01) for ReLU, as in Kim's code) or "glorot" (Glorot-uniform).
       pooling: "max" (1-max over time), "kmax" (k-max, order kept), "avg"; all masked so padding never counts.
       k: k for kmax pooling.
       dropout: rate on the penultimate features (and after each hidden layer); a number, or a traced scalar
@@ -96,6 +116,7 @@ class TextCNN(nn.Module):
     windows: Sequence[int] = (3, 4, 5)
     maps: int = 100
     activation: str = "relu"
+    conv_init: str = "kim"
     pooling: str = "max"
     k: int = 1
     dropout: float = 0.5
@@ -128,7 +149,10 @@ class TextCNN(nn.Module):
         x = jnp.where(token_mask[..., None], x, 0.0)
 
         act = layers.get_activation(self.activation)
+        kernel_init = (kim_conv_init(ids.shape[1], self.activation) if self.conv_init == "kim"
+                       else nn.initializers.glorot_uniform())
         features = layers.MultiScaleConv(widths=tuple(self.windows), features=self.maps, activation=act,
+                                         kernel_init=kernel_init,
                                          pool=functools.partial(pool_over_time, pooling=self.pooling, k=self.k),
                                          name="bank")(x, token_mask)
         if self.norm == "layer":

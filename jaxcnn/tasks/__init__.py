@@ -12,7 +12,7 @@ from types import ModuleType
 
 from jaxcnn.errors import ConfigError
 
-TASKS = ("text",)
+TASKS = ("text", "image")
 
 
 def get(name: str) -> ModuleType:

@@ -115,7 +115,8 @@ def build_model(cfg: Config, vocab_size: int, num_classes: int, embed_dim: int |
     m = cfg.model
     return TextCNN(vocab_size=vocab_size, num_classes=num_classes, variant=m.variant,
                    embed_dim=embed_dim or m.embed_dim, windows=tuple(m.windows), maps=m.maps,
-                   activation=m.activation, pooling=m.pooling, k=m.k, dropout=m.dropout, hidden=tuple(m.hidden),
+                   activation=m.activation, conv_init=m.conv_init, pooling=m.pooling, k=m.k, dropout=m.dropout,
+                   hidden=tuple(m.hidden),
                    norm=m.norm)
 
 
