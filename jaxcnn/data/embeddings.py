@@ -8,6 +8,8 @@ Formats:
   "auto"          by the first line and the file name: a `N D` header with a `.bin` name or binary data after it
                   is word2vec_bin, a header followed by text is word2vec_txt, no header is glove.
 A `.gz` suffix is decompressed on the fly (byte offsets in errors then count uncompressed bytes).
+Fields of text formats are separated by single spaces. Bounded memory: D may be at most `MAX_DIM` and a text line at
+most `MAX_LINE_BYTES` long, so a wrong header or a binary file read as text fails at once instead of allocating.
 
 Matching: each vocabulary word takes the file row spelt exactly like it; a word the file lacks takes the first row
 whose lowercased form equals its lowercased form (so a lowercased corpus still finds "Paris" in a cased file).
@@ -39,6 +41,8 @@ _FORMATS = ("auto", "word2vec_bin", "word2vec_txt", "glove", "fasttext")
 _HEADER = re.compile(rb"^\s*(\d+)\s+(\d+)\s*$")
 _CHUNK = 1 << 20
 _MAX_WORD_BYTES = 4096
+MAX_DIM = 10_000
+MAX_LINE_BYTES = 1 << 20
 # Missing words: `missing`; found by lowercase fallback: `lower`; found exactly: `exact`.
 _MISSING, _LOWER, _EXACT = 0, 1, 2
 
@@ -206,12 +210,27 @@ class _ByteReader:
 
 
 def _read_header(f: IO[bytes], path: pathlib.Path) -> tuple[int, int, bytes]:
-    first = f.readline()
+    first = _readline(f, path, 1)
     m = _HEADER.match(first)
     if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
         raise DataError(f"expected a header 'count dim' (two positive integers), found {_show(first.rstrip())}; "
                         "for files without a header use fmt='glove'", path=path, line=1)
-    return int(m.group(1)), int(m.group(2)), first
+    return int(m.group(1)), _check_dim(int(m.group(2)), path), first
+
+
+def _check_dim(dim: int, path: pathlib.Path) -> int:
+    if dim > MAX_DIM:
+        raise DataError(f"vectors of {dim} dimensions: more than the {MAX_DIM} any word-vector file has (a wrong "
+                        f"header?)", path=path, line=1)
+    return dim
+
+
+def _readline(f: IO[bytes], path: pathlib.Path, line_no: int) -> bytes:
+    line = f.readline(MAX_LINE_BYTES + 1)
+    if len(line) > MAX_LINE_BYTES:
+        raise DataError(f"line longer than {MAX_LINE_BYTES} bytes: not a word-vector text file (a binary file needs "
+                        "fmt='word2vec_bin')", path=path, line=line_no)
+    return line
 
 
 def _binary_entries(f: IO[bytes], path: pathlib.Path) -> tuple[int, Iterator[tuple[str, int, bytes]]]:
@@ -251,15 +270,15 @@ def _text_entries(f: IO[bytes], path: pathlib.Path, header: bool) -> tuple[int, 
     if header:
         count, dim, _ = _read_header(f, path)
         first_line_no = 2
-        first = f.readline()
+        first = _readline(f, path, 2)
     else:
-        first = f.readline()
+        first = _readline(f, path, 1)
         if _HEADER.match(first):
             raise DataError("the first line looks like a 'count dim' header: use fmt='word2vec_txt' or 'fasttext'",
                             path=path, line=1)
-        dim = len(_decode(first, path, 1).split()) - 1
+        dim = _check_dim(len(_decode(first, path, 1).split()) - 1, path)
         if dim < 1:
-            raise DataError("expected 'word v1 v2 ...' on the first line", path=path, line=1)
+            raise DataError("expected 'word v1 v2 ...' (separated by spaces) on the first line", path=path, line=1)
 
     def entries() -> Iterator[tuple[str, int, str]]:
         n, line_no, line = 0, first_line_no, first
@@ -267,10 +286,13 @@ def _text_entries(f: IO[bytes], path: pathlib.Path, header: bool) -> tuple[int, 
             text = _decode(line, path, line_no)
             if not text.strip():
                 raise DataError("blank line", path=path, line=line_no)
-            word, _, rest = text.rstrip("\r\n").partition(" ")
+            word, space, rest = text.rstrip("\r\n").partition(" ")
+            if not space:
+                raise DataError(f"expected 'word v1 ... v{dim}' separated by single spaces, found "
+                                f"{_show(line.rstrip())}", path=path, line=line_no)
             n += 1
             yield word, line_no, rest
-            line, line_no = f.readline(), line_no + 1
+            line, line_no = _readline(f, path, line_no + 1), line_no + 1
         if count is not None and n != count:
             raise DataError(f"the header announces {count} vectors but the file holds {n} (truncated?)",
                             path=path, line=line_no - 1)

@@ -29,7 +29,9 @@ PROTOCOLS = ("cv", "official", "train_test")
 SPLITS = ("train", "dev", "test")
 _HUB_SPLITS = {"train": "train", "validation": "dev", "valid": "dev", "val": "dev", "dev": "dev", "test": "test"}
 _FILE_SUFFIXES = {".txt", ".csv", ".tsv", ".jsonl", ".json", ".parquet", ".all", ".train", ".dev", ".test"}
-_HUB_REF = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?\Z")
+_HUGE = 10**18
+# A Hub id is `name` or `owner/name`; each part starts with a letter or digit, so none is "." or "..".
+_HUB_REF = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?\Z", re.ASCII)
 
 TREC_COARSE = ("DESC", "ENTY", "ABBR", "HUM", "LOC", "NUM")  # the order of kim/TREC.*.all's integer labels
 TREC_FINE = (
@@ -167,7 +169,11 @@ class _LabelMap:
 
     @classmethod
     def infer(cls, raw: Sequence[Any], where: Callable[[int], tuple[str, int]]) -> _LabelMap:
-        """Class names from training labels: all integers -> "0".."max"; otherwise the sorted distinct strings."""
+        """Class names from training labels: all integers -> "0".."max"; otherwise the sorted distinct strings.
+
+        Integers are class ids, so a label past twice the number of distinct labels (e.g. a 7 among 0/1 labels,
+        which would add six classes without examples) is refused as out of range.
+        """
         ints = [_as_int(r) for r in raw]
         if all(i is not None for i in ints):
             for k, i in enumerate(ints):
@@ -176,6 +182,12 @@ class _LabelMap:
                     raise DataError(f"label {i} is negative; integer labels are class ids from 0", path=path,
                                     line=line)
             top = max(ints)
+            distinct = len(set(ints))
+            if top + 1 > 2 * distinct:
+                path, line = where(ints.index(top))
+                shown = str(top) if top < _HUGE else f"{str(raw[ints.index(top)]).strip()[:20]}..."
+                raise DataError(f"label {shown} is out of range: only {distinct} distinct labels occur, and integer "
+                                f"labels are class ids 0..C-1", path=path, line=line)
             unused = sorted(set(range(top + 1)) - set(ints))
             if unused:
                 log.warning("integer labels run 0..%d but classes %s have no training example", top, unused)
@@ -188,9 +200,8 @@ class _LabelMap:
             i = self._id(r)
             if i is None:
                 path, line = where(k)
-                shown = ", ".join(self.names[:10]) + (", ..." if len(self.names) > 10 else "")
-                raise DataError(f"label {r!r} is not one of the {len(self.names)} classes ({shown})", path=path,
-                                line=line)
+                raise DataError(f"label {readers.shorten(r)} is not one of the {len(self.names)} classes "
+                                f"({readers.show_names(self.names)})", path=path, line=line)
             out.append(i)
         return out
 
@@ -204,10 +215,12 @@ class _LabelMap:
 
 
 def _as_int(r: Any) -> int | None:
+    """An integer label's value (clipped to +-`_HUGE`: no class id has more than 18 digits), or None for a name."""
     if isinstance(r, (int, np.integer)) and not isinstance(r, bool):
-        return int(r)
-    if isinstance(r, str) and re.fullmatch(r"\s*-?\d+\s*", r):
-        return int(r)
+        return max(min(int(r), _HUGE), -_HUGE)
+    if isinstance(r, str) and (m := re.fullmatch(r"\s*(-?)([0-9]+)\s*", r)):
+        # int() of a long digit string is slow, or refused past 4300 digits; no class id is that long.
+        return int(r) if len(m.group(2)) <= 18 else (-_HUGE if m.group(1) else _HUGE)
     return None
 
 
@@ -317,6 +330,9 @@ def _hub_or_explain(spec: DatasetSpec, where: str | pathlib.Path, needed: str, *
 
 
 def _find(data_dir: pathlib.Path, rel: str) -> pathlib.Path | None:
+    parts = pathlib.PurePosixPath(rel).parts
+    if not parts or rel.startswith("/") or ".." in parts or "\\" in rel:
+        raise ConfigError(f"dataset file {rel!r} must be a relative path inside the data folder, without '..'")
     candidates = [data_dir / rel]
     if not rel.startswith("sst-trees/"):  # "train.txt" is too generic a name to look for in a flat folder
         candidates.append(data_dir / pathlib.PurePath(rel).name)
@@ -418,7 +434,7 @@ _LOCAL = {"mr": _local_mr, "sst1": _local_sst, "sst2": _local_sst, "trec": _loca
 def get_spec(name: str) -> DatasetSpec:
     key = name.lower().replace("-", "")
     if key not in DATASETS:
-        raise ConfigError(f"--dataset: unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+        raise ConfigError(f"--dataset: unknown dataset {readers.shorten(name)}; choose one of {', '.join(DATASETS)}")
     return DATASETS[key]
 
 

@@ -195,6 +195,8 @@ def _hf_from_config(config: dict[str, Any]) -> HFTokenizer:
         json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"not JSON: {e.msg}", path=path, line=e.lineno) from e
+    except (RecursionError, ValueError) as e:  # nested too deeply; an integer of more than 4300 digits
+        raise DataError(f"unusable JSON: {e.__class__.__name__}", path=path) from e
     return HFTokenizer(json_text=text, path=str(path))
 
 

@@ -1,6 +1,8 @@
 """Stanford Sentiment Treebank trees: `(3 (2 (2 The) (2 Rock)) (4 ...))`, one sentence a line.
 
-Parsed with an explicit stack, so nesting depth is limited by memory, not by Python's recursion limit.
+Parsed with an explicit stack, so nesting depth is limited by memory, not by Python's recursion limit. Memory is
+bounded too: the phrases of one tree may total at most `MAX_PHRASE_CHARS` characters (each phrase repeats the words
+below it, so a deep tree of many words would otherwise grow quadratically; SST's largest tree has 4588).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from jaxcnn.errors import DataError
 
 _TOKEN = re.compile(r"\(|\)|[^\s()]+")
 NUM_LABELS = 5
+MAX_PHRASE_CHARS = 1 << 24
 
 
 def parse_tree(line: str, path: str | os.PathLike | None = None, line_no: int | None = None
@@ -28,7 +31,9 @@ def parse_tree(line: str, path: str | os.PathLike | None = None, line_no: int | 
         raise fail("expected '(' at the start")
     stack: list[tuple[int, int]] = []  # (label, index of the node's first leaf)
     leaves: list[str] = []
+    ends = [0]  # ends[k]: characters of the first k leaves joined by spaces, plus one
     phrases: list[tuple[str, int]] = []
+    total = 0
     i = 0
     while i < len(tokens):
         tok = tokens[i]
@@ -36,7 +41,7 @@ def parse_tree(line: str, path: str | os.PathLike | None = None, line_no: int | 
             if i > 0 and not stack:
                 raise fail("text after the end of the tree")
             label = tokens[i + 1] if i + 1 < len(tokens) else ""
-            if not label.isdigit() or int(label) >= NUM_LABELS:
+            if not (label.isascii() and label.isdigit()) or int(label) >= NUM_LABELS:
                 raise fail(f"expected a label 0..{NUM_LABELS - 1} after '(', found {label[:20]!r}")
             stack.append((int(label), len(leaves)))
             i += 2
@@ -47,11 +52,15 @@ def parse_tree(line: str, path: str | os.PathLike | None = None, line_no: int | 
             label, start = stack.pop()
             if start == len(leaves):
                 raise fail("a node without words")
+            total += ends[-1] - ends[start]
+            if total > MAX_PHRASE_CHARS:
+                raise fail(f"its phrases exceed {MAX_PHRASE_CHARS} characters")
             phrases.append((" ".join(leaves[start:]), label))
         else:
             if not stack:
                 raise fail("text after the end of the tree")
             leaves.append(tok)
+            ends.append(ends[-1] + len(tok) + 1)
         i += 1
     if stack:
         raise fail(f"{len(stack)} unclosed '('")

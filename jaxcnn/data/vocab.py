@@ -15,6 +15,7 @@ import types
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from jaxcnn.data.readers import read_json
 from jaxcnn.errors import ConfigError, DataError
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
@@ -139,14 +140,6 @@ class Vocabulary:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Vocabulary:
         """Reads a vocabulary written by `save`; a missing or malformed file raises DataError naming it."""
-        try:
-            text = pathlib.Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError as e:
-            raise DataError("vocabulary file not found", path=path) from e
-        except (OSError, UnicodeDecodeError) as e:
-            raise DataError(f"cannot read vocabulary: {e.__class__.__name__}: {e}", path=path) from e
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"vocabulary is not valid JSON: {e.msg}", path=path, line=e.lineno) from e
-        return cls.from_dict(d, path=path)
+        if not pathlib.Path(path).exists():
+            raise DataError("vocabulary file not found", path=path)
+        return cls.from_dict(read_json(path, what="vocabulary"), path=path)

@@ -11,6 +11,7 @@ import numpy as np
 
 from jaxcnn import data as data_lib
 from jaxcnn.configs import Config
+from jaxcnn.data.readers import shorten
 from jaxcnn.errors import ConfigError
 from jaxcnn.models.text_cnn import TextCNN, trainable_mask
 
@@ -66,7 +67,8 @@ def load_splits(cfg: Config):
         tokenizer = "kim"
     else:
         if d.dataset not in data_lib.DATASETS:
-            raise ConfigError(f"--dataset: unknown dataset {d.dataset!r} (choices: {', '.join(data_lib.DATASETS)})")
+            raise ConfigError(f"--dataset: unknown dataset {shorten(d.dataset)} "
+                              f"(choices: {', '.join(data_lib.DATASETS)})")
         spec = data_lib.DATASETS[d.dataset]
         phrases = d.phrases if d.phrases is not None else d.dataset in ("sst1", "sst2")
         dsd = data_lib.load_splits(d.dataset, d.data_dir, phrases=phrases, fine_labels=d.fine_labels)

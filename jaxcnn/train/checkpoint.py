@@ -13,16 +13,22 @@ Three Orbax traps shape this module (see notes/stack.md §4):
 - Async saves fail in a background thread. The failure surfaces at the next `save`, `wait` or `close`, where it
   becomes a one-line `WorkdirError`; Orbax writes into a temporary folder and renames it only on success, so the
   previous checkpoint stays intact.
+
+Orbax also logs (through absl) its own multi-line reports of these failures, and warnings while a corrupt step is
+tried; a manager drops those echoes of what it reports itself in one line (`_OrbaxEchoes`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
+import logging
 import math
 import os
 import pathlib
 import re
+import shutil
 import sys
 import time
 import types
@@ -40,21 +46,24 @@ from jaxcnn.train.workdir import to_json
 STATE_ITEM = "state"
 META_ITEM = "meta"
 CORRUPT_SUFFIX = ".corrupt"
+TMP_SUFFIX = ".orbax-checkpoint-tmp"  # Orbax writes step N into `N.orbax-checkpoint-tmp...` and renames it when done
 _MAX_REASON_CHARS = 200
 
 
 def _orbax_coroutines_pending() -> bool:
-    return any(isinstance(o, types.CoroutineType) and "orbax" in o.cr_code.co_filename for o in gc.get_objects())
+    # type(), not isinstance(): the latter reads `__class__`, which some objects (torch's deprecated aliases) warn on.
+    return any(type(o) is types.CoroutineType and "orbax" in o.cr_code.co_filename for o in gc.get_objects())
 
 
-def _finalize_abandoned_reads(timeout_s: float = 1.0) -> None:
-    """Collects what a failed restore left behind, quietly and now.
+def _finalize_abandoned_io(timeout_s: float = 1.0) -> None:
+    """Collects what a failed restore or save left behind, quietly and now.
 
-    When one TensorStore read fails, Orbax abandons the other reads; those still in flight keep their coroutines
-    alive until TensorStore finishes them. Closing such a coroutine raises an `Exception` (Orbax wraps even
-    `GeneratorExit`), which Python prints as "Exception ignored in <coroutine ...>" whenever the garbage collector
-    reaches it, possibly in the middle of unrelated code. So wait (briefly: local reads take milliseconds) for the
-    reads to finish and collect them here, with that report silenced. Only failed restores pay for this.
+    When one TensorStore read or write fails, Orbax abandons the others; those still in flight keep their
+    coroutines alive until TensorStore finishes them. Closing such a coroutine raises an `Exception` (Orbax wraps
+    even `GeneratorExit`), and a finished write calls back into an event loop Orbax has closed; Python prints both
+    as unraisable exceptions ("Exception ignored in <coroutine ...>", "RuntimeError: Event loop is closed")
+    whenever they happen, possibly in the middle of unrelated code. So wait (briefly: local I/O takes
+    milliseconds) for them to finish and collect them here, with those reports silenced. Only failures pay.
     """
     hook = sys.unraisablehook
     sys.unraisablehook = lambda unraisable: None
@@ -68,22 +77,59 @@ def _finalize_abandoned_reads(timeout_s: float = 1.0) -> None:
         sys.unraisablehook = hook
 
 
+class _OrbaxEchoes(logging.Filter):
+    """Drops Orbax's absl log records that repeat what the manager reports itself: tracebacks (every Orbax
+    failure reaches the caller as an exception, which the manager turns into a one-line WorkdirError or, for a
+    skipped step, a CheckpointWarning), and, while `quiet`, its warnings about the step folders being opened."""
+
+    def __init__(self):
+        super().__init__()
+        self.quiet_depth = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        path = record.pathname.replace(os.sep, "/")
+        if "/orbax/" not in path:
+            return True
+        if record.exc_info:  # a traceback of a failure this module raises as a WorkdirError
+            return False
+        return not (self.quiet_depth and record.levelno <= logging.WARNING)
+
+    @contextlib.contextmanager
+    def quiet(self):
+        self.quiet_depth += 1
+        try:
+            yield
+        finally:
+            self.quiet_depth -= 1
+
+
 class CheckpointWarning(UserWarning):
     """A checkpoint step could not be read and was skipped in favour of an older (or next-best) one."""
 
 
 def _reason(error: BaseException) -> str:
-    """A short, one-line cause for an Orbax/TensorStore/OS error (their messages run to kilobytes)."""
-    text = str(error)
-    code = re.search(r"os_error_code='?(\d+)", text)
-    if code:
-        return os.strerror(int(code.group(1)))
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    first = text.strip().splitlines()[0] if text.strip() else ""
+    """A short, one-line cause for an Orbax/TensorStore/OS error (their messages run to kilobytes).
+
+    Orbax wraps TensorStore's errors ("Encountered error while reading array index ... See full TensorStore
+    details: <bound method ...>"), so the innermost cause is the one that says what is wrong (e.g. "OUT_OF_RANGE:
+    Error reading "params/head/kernel" in OCDBT database: Requested byte range [0, 4719) is not valid for value
+    of size 2496" for a truncated file).
+    """
+    chain = [error]
+    while len(chain) < 8 and (nxt := chain[-1].__cause__ or chain[-1].__context__) is not None:
+        chain.append(nxt)
+    for e in chain:
+        code = re.search(r"os_error_code='?(\d+)", str(e))
+        if code:
+            return os.strerror(int(code.group(1)))
+        if isinstance(e, OSError) and e.strerror:
+            return e.strerror
+    innermost = chain[-1]
+    text = re.sub(r' at local file "[^"]*"', "", str(innermost)).strip()
+    first = text.splitlines()[0] if text else ""
     if len(first) > _MAX_REASON_CHARS:
         first = first[:_MAX_REASON_CHARS] + "..."
-    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+    return f"{type(innermost).__name__}: {first}" if first else type(innermost).__name__
 
 
 def _as_target(leaf: Any) -> Any:
@@ -156,10 +202,13 @@ class CheckpointManager:
             raise WorkdirError(f"{self.directory}: no checkpoint folder (is --workdir right?)")
         self._pending_step: int | None = None
         self._closed = False
+        self._echoes = _OrbaxEchoes()
+        logging.getLogger("absl").addFilter(self._echoes)
         # Declaring the handlers lets `item_metadata` read saved shapes before any array is read.
-        self._manager = ocp.CheckpointManager(
-            self.directory, options=self._options(keep_latest, keep_best, async_save),
-            item_handlers={STATE_ITEM: ocp.StandardCheckpointHandler(), META_ITEM: ocp.JsonCheckpointHandler()})
+        with self._echoes.quiet():
+            self._manager = ocp.CheckpointManager(
+                self.directory, options=self._options(keep_latest, keep_best, async_save),
+                item_handlers={STATE_ITEM: ocp.StandardCheckpointHandler(), META_ITEM: ocp.JsonCheckpointHandler()})
 
     def _options(self, keep_latest: int, keep_best: int, async_save: bool) -> ocp.CheckpointManagerOptions:
         policies = ocp.checkpoint_managers
@@ -237,12 +286,18 @@ class CheckpointManager:
                 tracked = None
         args = ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave(state), META_ITEM: ocp.args.JsonSave(meta)})
         try:
-            self._manager.save(step, args=args, metrics=tracked)
+            with self._echoes.quiet():
+                self._manager.save(step, args=args, metrics=tracked)
         except (OSError, ValueError) as e:
             raise self._save_error(step, e) from e
         self._pending_step = step
 
     def _save_error(self, step: int | None, error: BaseException) -> WorkdirError:
+        _finalize_abandoned_io()
+        if step is not None and jax.process_index() == 0:
+            # The half-written step would hold on to disk space, which is what a full disk needs back.
+            for tmp in self.directory.glob(f"{step}{TMP_SUFFIX}*"):
+                shutil.rmtree(tmp, ignore_errors=True)
         self._manager.reload()
         kept = self._manager.latest_step()
         kept_text = f"step {kept} is the last complete checkpoint" if kept is not None else "no complete checkpoint"
@@ -275,7 +330,7 @@ class CheckpointManager:
         """Compares saved and wanted shapes from metadata alone.
 
         A mismatch means another model, not a corrupt step, so it is raised at once rather than falling back;
-        finding it before reading also avoids Orbax abandoning reads in flight (see `_finalize_abandoned_reads`).
+        finding it before reading also avoids Orbax abandoning reads in flight (see `_finalize_abandoned_io`).
 
         Raises:
             WorkdirError: the shapes differ. Unreadable metadata propagates as Orbax raises it.
@@ -313,7 +368,7 @@ class CheckpointManager:
             raise WorkdirError(f"{self.directory}: no checkpoint for step {step} (saved steps: {self.all_steps()})")
         restored = self._attempt(step, abstract_state)
         if isinstance(restored, str):
-            _finalize_abandoned_reads()
+            _finalize_abandoned_io()
             raise WorkdirError(f"{self.directory / str(step)}: cannot restore ({restored})")
         return restored
 
@@ -344,7 +399,8 @@ class CheckpointManager:
     def _attempt(self, step: int, abstract_state: Any) -> tuple[Any, dict] | str:
         """The restored `(state, meta)`, or why the step cannot be read (a shape mismatch raises instead)."""
         try:
-            return self._restore_items(step, abstract_state)
+            with self._echoes.quiet():
+                return self._restore_items(step, abstract_state)
         except WorkdirError:
             raise
         except Exception as e:  # corrupt files raise ValueError, KeyError, JSONDecodeError or a bare Exception
@@ -356,7 +412,7 @@ class CheckpointManager:
             restored = self._attempt(step, abstract_state)
             if isinstance(restored, str):
                 failures.append((step, restored))
-                _finalize_abandoned_reads()
+                _finalize_abandoned_io()
                 continue
             for bad_step, reason in failures:
                 self._skip(bad_step, reason, step)
@@ -409,8 +465,9 @@ class CheckpointManager:
         errors = []
         for candidate in candidates:
             try:
-                restored = self._manager.restore(candidate, args=ocp.args.Composite(
-                    **{META_ITEM: ocp.args.JsonRestore()}))
+                with self._echoes.quiet():
+                    restored = self._manager.restore(candidate, args=ocp.args.Composite(
+                        **{META_ITEM: ocp.args.JsonRestore()}))
             except Exception as e:  # see `restore`
                 errors.append((candidate, e))
                 continue
@@ -433,6 +490,7 @@ class CheckpointManager:
         finally:
             self._closed = True
             self._manager.close()
+            logging.getLogger("absl").removeFilter(self._echoes)
 
     def __enter__(self) -> CheckpointManager:
         return self

@@ -188,9 +188,11 @@ class Run:
         log_data_summary(self)
         with CheckpointManager(ckpt_dir(self.workdir), best_metric="selection") as ckpt, \
                 MetricWriter(self.workdir, tensorboard=t.tensorboard) as writer:
-            if self.restore(ckpt):
-                epoch_done = self.progress.epoch
-                writer.truncate(lambda r: r.get("epoch", 0) <= epoch_done)
+            self.restore(ckpt)
+            # Also after a fresh start: a run killed before its first checkpoint was complete logged epochs that
+            # no checkpoint holds.
+            epoch_done = self.progress.epoch
+            writer.truncate(lambda r: r.get("epoch", 0) <= epoch_done)
             wall_before = self.progress.wall_seconds
             bar = make_bar(t, self.steps_per_epoch, self.progress.epoch)
             try:

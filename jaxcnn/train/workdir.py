@@ -251,6 +251,9 @@ def check_config(workdir: str | os.PathLike, config_dict: Mapping[str, Any], *, 
         except json.JSONDecodeError as e:
             raise WorkdirError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); fix or delete it, or use another "
                                f"--workdir") from e
+        except (RecursionError, ValueError) as e:  # nested too deeply; an integer of more than 4300 digits
+            raise WorkdirError(f"{path}: unusable JSON ({e.__class__.__name__}); fix or delete it, or use another "
+                               f"--workdir") from e
         if not isinstance(old, dict):
             raise WorkdirError(f"{path}: expected a JSON object, found {type(old).__name__}")
         diff = differing_keys(old, config_dict, ignore=ignore)

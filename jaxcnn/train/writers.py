@@ -54,6 +54,11 @@ def _scalar(value: Any) -> float | None:
     return float(value)
 
 
+def record_line(record: Mapping[str, Any]) -> str:
+    """One metrics.jsonl line (newline included): numpy/jax values as Python ones, non-finite floats as null."""
+    return to_json(_finite_or_none(_python(dict(record)))) + "\n"
+
+
 def _parse_lines(path: pathlib.Path, text: str) -> Iterator[dict]:
     lines = text.splitlines()
     while lines and not lines[-1].strip():
@@ -69,6 +74,8 @@ def _parse_lines(path: pathlib.Path, text: str) -> Iterator[dict]:
                               MetricsWarning, stacklevel=3)
                 return
             raise DataError(f"not valid JSON ({e.msg}, column {e.colno})", path, line=lineno) from e
+        except (RecursionError, ValueError) as e:  # nested too deeply; an integer of more than 4300 digits
+            raise DataError(f"unusable JSON ({e.__class__.__name__})", path, line=lineno) from e
         if not isinstance(record, dict):
             raise DataError(f"expected a JSON object, found {type(record).__name__}", path, line=lineno)
         yield record
@@ -158,8 +165,7 @@ class MetricWriter:
             raise ValueError(f"a metric record needs 'kind' and 'step'; got keys {sorted(record)}")
         if self._file is None:
             raise ValueError(f"{self.path}: MetricWriter is closed")
-        values = _python(dict(record))
-        line = to_json(_finite_or_none(values)) + "\n"
+        line = record_line(record)
         try:
             self._file.write(line)
             self._file.flush()
@@ -167,7 +173,7 @@ class MetricWriter:
         except OSError as e:
             raise WorkdirError(f"{self.path}: cannot write ({e.strerror})") from e
         if self.tensorboard_dir is not None:
-            self._write_scalars(values)
+            self._write_scalars(_python(dict(record)))
 
     def _write_scalars(self, record: Mapping[str, Any]) -> None:
         kind, step = record["kind"], int(record["step"])
