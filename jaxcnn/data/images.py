@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import math
 import os
 import pathlib
 import zipfile
@@ -241,7 +242,15 @@ def _read_array_file(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray, list[s
     else:
         images, labels = read_idx_pair(path, idx_labels_path(path))
         names = None
-    return images, labels, names or [str(i) for i in range(int(labels.max(initial=0)) + 1)]
+    if names is None:
+        # Without names the classes are 0..max label; a label far above the number of distinct ones is a typo
+        # or a corrupt file, not thousands of empty classes (the text readers apply the same rule).
+        top, distinct = int(labels.max(initial=0)), len(np.unique(labels))
+        if top >= max(2 * distinct, 2):
+            raise DataError(f"label {top} is far above the {distinct} distinct labels; give label_names or "
+                            f"number classes from 0", path=path)
+        names = [str(i) for i in range(top + 1)]
+    return images, labels, names
 
 
 def idx_labels_path(images_path: pathlib.Path) -> pathlib.Path:
@@ -280,7 +289,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"truncated IDX header{note}: {ndim} dims need {header} bytes, found {len(raw)}",
                         path=path, offset=min(len(raw), 3))
     dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    need = int(np.prod(dims)) * dtype.itemsize
+    need = math.prod(dims) * dtype.itemsize  # Python ints: a huge header must not overflow
     if len(raw) - header != need:
         raise DataError(f"IDX dims {dims} need {need} data bytes after the header, found {len(raw) - header}"
                         f"{note}", path=path, offset=header)
@@ -330,7 +339,9 @@ def read_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, list[str]
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"not a readable .npz: {e}", path=path) from None
+        # numpy's message for a non-array file suggests allow_pickle, which jaxcnn never uses on data.
+        reason = "not a zip archive of .npy arrays" if "pickle" in str(e) else str(e)
+        raise DataError(f"not a readable .npz: {reason}", path=path) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError("is a single .npy array, not a .npz archive of x and y", path=path)
     with archive:
@@ -356,8 +367,11 @@ def read_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, list[str]
 def _member(archive: Any, key: str, path: pathlib.Path) -> np.ndarray:
     try:
         return archive[key]
+    except MemoryError:
+        raise DataError(f"member {key}.npy: its header declares an array too large to load", path=path) from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
-        raise DataError(f"member {key}.npy: {e}", path=path) from None
+        reason = "holds Python objects, not numbers (jaxcnn never unpickles data)" if "pickle" in str(e) else str(e)
+        raise DataError(f"member {key}.npy: {reason}", path=path) from None
 
 
 def read_image_folder(root: str | os.PathLike, *, size: int | None = None, channels: int | None = None,

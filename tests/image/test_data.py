@@ -128,7 +128,7 @@ def test_npz_files(tmp_path):
     ({"x": np.zeros((2, 3, 3)), "y": np.zeros(3, int)}, "3 labels \\('y'\\) for 2 images"),
     ({"x": np.zeros((2, 3, 3)), "y": np.zeros(2)}, "'y' must be 1-D integers"),
     ({"x": np.zeros((2, 3, 3)), "y": np.array([0, -1])}, "negative label -1"),
-    ({"x": np.array([None, None], dtype=object), "y": np.zeros(2, int)}, "member x.npy: Object arrays"),
+    ({"x": np.array([None, None], dtype=object), "y": np.zeros(2, int)}, "member x.npy: holds Python objects"),
 ])
 def test_bad_npz_files_name_the_file(tmp_path, arrays, message):
     path = tmp_path / "bad.npz"
@@ -220,3 +220,24 @@ def test_conform_converts_channels_and_size():
     assert rgb.shape == (2, 4, 4, 3)
     np.testing.assert_allclose(I.conform(rgb, None, 1), grey, atol=1e-6)  # luma of grey is grey
     assert I.conform(grey, 8, None).shape == (2, 8, 8, 1)
+
+
+def test_bad_array_files_get_one_line_errors(tmp_path):
+    import struct
+
+    from jaxcnn.data.images import load_image_files, read_idx
+    from jaxcnn.errors import DataError
+
+    huge = tmp_path / "huge-images-idx3-ubyte"
+    huge.write_bytes(b"\x00\x00\x08\x03" + struct.pack(">III", 2**31 - 1, 2**31 - 1, 2**31 - 1))
+    with pytest.raises(DataError, match="huge-images-idx3-ubyte"):
+        read_idx(huge)
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"this is not a zip archive at all" * 10)
+    with pytest.raises(DataError) as e:
+        load_image_files(garbage)
+    assert "pickle" not in str(e.value) and "garbage.npz" in str(e.value)
+    far = tmp_path / "far.npz"
+    np.savez(far, x=np.zeros((3, 8, 8), np.uint8), y=np.array([0, 1, 999]))
+    with pytest.raises(DataError, match="label 999 is far above"):
+        load_image_files(far)
