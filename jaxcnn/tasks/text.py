@@ -42,8 +42,7 @@ class TextData:
         """One log line about the data."""
         sizes = ", ".join(f"{k} {len(v['label'])}" for k, v in self.splits.items())
         return (f"data: {sizes} | vocab {len(self.encoder.vocab)} | length {self.encoder.length} | classes "
-                f"{self.label_names} | truncated {self.truncated}"
-                + ("" if self.vectors_report is None else f"\nvectors: {self.vectors_report}"))
+                f"{self.label_names} | truncated {self.truncated}")  # the vector loader logs its own coverage line
 
     def summary(self) -> dict[str, Any]:
         """Task-specific entries of summary.json."""

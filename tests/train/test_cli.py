@@ -68,14 +68,15 @@ def test_predict_streams_a_file_and_the_python_api(tmp_path, files, capsys):
     assert len(preds) == 2 and preds[0]["label"] in preds[0]["probabilities"]
 
 
-def test_static_variant_with_vectors(tmp_path, files, capsys):
+@pytest.mark.parametrize("variant", ["static", "non-static", "multichannel"])
+def test_pretrained_variants_train_and_predict(tmp_path, files, capsys, variant):
     vectors = write_word2vec_text(tmp_path / "vec.txt", dim=16)
     workdir = str(tmp_path / "w")
-    assert cli.main(["train", "--workdir", workdir, *files, *TINY, "--epochs", "1", "--variant", "static",
+    assert cli.main(["train", "--workdir", workdir, *files, *TINY, "--epochs", "1", "--variant", variant,
                      "--embeddings", str(vectors)]) == 0
-    capsys.readouterr()
-    assert cli.main(["predict", "--workdir", workdir, "great"]) == 0
-    assert json.loads(capsys.readouterr().out)["text"] == "great"
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["variant"] == variant
+    assert cli.main(["predict", "--workdir", workdir, "great", ""]) == 0
+    assert [json.loads(x)["text"] for x in capsys.readouterr().out.splitlines()] == ["great", ""]
 
 
 def run_cli(*args, env=None):
