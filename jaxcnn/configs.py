@@ -48,6 +48,8 @@ class DataConfig:
       tokenizer: tokenizer name; None takes the dataset's (Kim's clean_str).
       max_len: cap on tokens kept per sentence (None: the longest training sentence).
       min_freq/max_vocab: vocabulary limits (Kim: every training word).
+      extend_vocab: with pretrained vectors, dev/test words that have a vector join the vocabulary with their
+        pretrained rows (Kim's vocabulary covered all of a dataset's text; no label is read).
       image_size: image task: resize images to image_size x image_size (None: keep their size).
       channels: image task: 1 (greyscale) or 3 (RGB); None keeps the data's.
       augment: image task: on-device training augmentation, e.g. "rotate=10,crop=0.9,noise=0.05" (None: none).
@@ -72,6 +74,7 @@ class DataConfig:
     max_len: int | None = None
     min_freq: int = 1
     max_vocab: int | None = None
+    extend_vocab: bool = True
     image_size: int | None = None
     channels: int | None = None
     augment: str | None = None
@@ -279,7 +282,8 @@ class Config:
 # Fields that mean something to one task only; the other task refuses them at a non-default value.
 TEXT_ONLY = ("variant", "embeddings", "embeddings_format", "unknown_init", "unknown_scale", "embed_dim", "windows",
              "maps", "activation", "pooling", "k", "hidden", "norm", "phrases", "fine_labels", "fold", "folds",
-             "tokenizer", "max_len", "min_freq", "max_vocab", "format", "text_column", "label_column")
+             "tokenizer", "max_len", "min_freq", "max_vocab", "format", "text_column", "label_column", "extend_vocab",
+             "conv_init")
 IMAGE_ONLY = ("model", "width", "depth", "image_size", "channels", "augment")
 
 

@@ -61,6 +61,7 @@ class VectorReport:
       lowercase_matches: how many of `found` matched only by lowercase.
       unknown_init: how the other rows were drawn ("uniform" or "match").
       unknown_scale: the bound a of U(-a, a) (for "match", the mean of the per-dimension bounds).
+      found_mask: <bool>[len(vocab)]: which ids got a pretrained vector.
     """
 
     path: str
@@ -72,6 +73,7 @@ class VectorReport:
     lowercase_matches: int
     unknown_init: str
     unknown_scale: float
+    found_mask: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def coverage(self) -> float:
@@ -123,7 +125,8 @@ def load_word_vectors(path: str | os.PathLike, vocab: Vocabulary, *, fmt: Format
                             normalize=normalize, pad_zero=pad_zero)
     report = VectorReport(path=str(path), fmt=fmt, dim=dim, found=int((status > _MISSING).sum()),
                           total=len(vocab) - vocab.num_special, file_words=file_words,
-                          lowercase_matches=int((status == _LOWER).sum()), unknown_init=used, unknown_scale=a)
+                          lowercase_matches=int((status == _LOWER).sum()), unknown_init=used, unknown_scale=a,
+                          found_mask=status > _MISSING)
     log.info("%s", report)
     return matrix, report
 

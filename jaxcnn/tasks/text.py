@@ -86,17 +86,49 @@ def prepare(cfg: Config) -> TextData:
     encoder = data_lib.TextEncoder.fit(texts["train"], tokenizer, pad_width=max(cfg.model.windows) - 1,
                                        cap=cfg.data.max_len, min_freq=cfg.data.min_freq,
                                        max_size=cfg.data.max_vocab)
+    embeddings = report = None
+    if cfg.model.variant != "rand":
+        embeddings, report, encoder = load_vectors(cfg, encoder, texts)
     splits, truncated = {}, {}
     for name in ("train", "dev", "test"):
         enc = encoder.encode(texts[name])
         splits[name] = {"ids": enc.ids, "label": np.asarray(dsd[name][:]["label"], np.int32)}
         truncated[name] = enc.truncated
-    embeddings = report = None
-    if cfg.model.variant != "rand":
-        embeddings, report = data_lib.load_word_vectors(
-            cfg.model.embeddings, encoder.vocab, fmt=cfg.model.embeddings_format,
-            unknown_init=cfg.model.unknown_init, scale=cfg.model.unknown_scale, seed=cfg.train.seed)
     return TextData(encoder, label_names, splits, embeddings, report, truncated)
+
+
+def load_vectors(cfg: Config, encoder, texts: dict[str, list[str]]):
+    """(embedding matrix, report, encoder) for a pretrained variant.
+
+    With `extend_vocab`, dev and test words that have a pretrained vector join the vocabulary (after the training
+    words, whose ids do not change): their rows are their pretrained vectors, as in Kim's code, which built one
+    vocabulary over all of a dataset's sentences. Only the text is read, never a dev or test label; without this a
+    static model would see every word it did not meet in training as <unk>.
+    """
+    m = cfg.model
+    vocab = encoder.vocab
+    if cfg.data.extend_vocab:
+        seen = set(vocab.itos)
+        extra = []
+        for name in ("dev", "test"):
+            for tokens in encoder.tokenizer.batch(texts[name]):
+                for t in tokens:
+                    if t not in seen:
+                        seen.add(t)
+                        extra.append(t)
+        vocab = data_lib.Vocabulary(vocab.itos + extra, bos_eos=vocab.bos_eos)
+    matrix, report = data_lib.load_word_vectors(m.embeddings, vocab, fmt=m.embeddings_format,
+                                                unknown_init=m.unknown_init, scale=m.unknown_scale,
+                                                seed=cfg.train.seed)
+    if len(vocab) > len(encoder.vocab):
+        keep = np.arange(len(vocab)) < len(encoder.vocab)
+        keep |= report.found_mask
+        vocab = data_lib.Vocabulary([w for w, k in zip(vocab.itos, keep) if k], bos_eos=vocab.bos_eos)
+        matrix = matrix[keep]
+        report = dataclasses.replace(report, found=int(report.found_mask[keep].sum()),
+                                     total=len(vocab) - vocab.num_special, found_mask=report.found_mask[keep])
+        encoder = dataclasses.replace(encoder, vocab=vocab)
+    return matrix, report, encoder
 
 
 def build(cfg: Config, data: TextData, key: jax.Array):

@@ -185,3 +185,23 @@ def test_one_compilation_per_shape_across_epochs(tmp_path, files):
     assert run.train_fn._cache_size() == 1
     # dev and test have 40 examples each here, so one eval shape serves both
     assert run.eval_fn._cache_size() == 1
+
+
+def test_dev_and_test_words_with_vectors_join_the_vocabulary(tmp_path):
+    from jaxcnn.tasks import text
+    from tests.train.helpers import write_kim
+
+    vectors = tmp_path / "vec.txt"
+    vectors.write_text("3 2\nfine 1 2\nsuperb 3 4\nunseen 5 6\n", encoding="utf-8")
+    files = {"train_file": str(write_kim(tmp_path / "train.txt", ["fine film", "dull film"], [1, 0])),
+             "dev_file": str(write_kim(tmp_path / "dev.txt", ["superb film"], [1])),
+             "test_file": str(write_kim(tmp_path / "test.txt", ["nothing here", "unseen"], [0, 1]))}
+    cfg = tiny_cfg(files, variant="static", embeddings=str(vectors), embed_dim=2)
+    data = text.prepare(cfg)
+    vocab = data.encoder.vocab
+    assert vocab.itos[:2] == ["<pad>", "<unk>"] and "superb" in vocab and "unseen" in vocab
+    assert "nothing" not in vocab  # no vector: stays <unk>
+    np.testing.assert_array_equal(data.embeddings[vocab.get("unseen")], [5, 6])
+    assert data.splits["test"]["ids"][1].max() == vocab.get("unseen")
+    plain = text.prepare(cfg.replace(extend_vocab=False))
+    assert "superb" not in plain.encoder.vocab and len(plain.embeddings) == len(plain.encoder.vocab)
