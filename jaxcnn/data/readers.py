@@ -171,7 +171,9 @@ def read_table(path: str | os.PathLike, fmt: str, text_column: str, label_column
     stream = io.StringIO(text, newline="")
     rows = (csv.reader(stream) if fmt == "csv" else csv.reader(stream, delimiter="\t", quoting=csv.QUOTE_NONE))
     try:
-        header = next(rows)
+        header = next(rows, None)
+        if header is None:  # e.g. a file that holds only a byte-order mark
+            raise DataError("no header row: the file has no text", path=path)
         missing = [c for c in (text_column, label_column) if c not in header]
         if missing:
             raise DataError(f"no column {missing[0]!r}; the header has: {show_names(header)} (wrong delimiter?)",

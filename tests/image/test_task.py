@@ -168,10 +168,10 @@ def test_running_averages_are_saved_restored_and_used_in_eval(tmp_path, small_da
 def test_command_line_train_evaluate_predict(tmp_path, capsys):
     workdir = str(tmp_path / "w")
     assert cli.main(["train", "--task", "image", "--dataset", "digits", "--model", "lenet5", "--augment",
-                     "rotate=10,crop=0.9,noise=0.05", "--workdir", workdir, "--epochs", "1", "--no-progress",
+                     "rotate=10,crop=0.9,noise=0.05", "--workdir", workdir, "--epochs", "3", "--no-progress",
                      "--no-tensorboard", "--no-plots", "--devices", "1"]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert line["dataset"] == "digits" and line["epochs"] == 1 and line["test_accuracy"] > 0.5
+    assert line["dataset"] == "digits" and line["epochs"] == 3 and line["test_accuracy"] > 0.5
     summary = json.loads((tmp_path / "w" / "summary.json").read_text())
     assert summary["task"] == "image" and summary["model"] == "lenet5" and summary["image_shape"] == [8, 8, 1]
     assert summary["train_examples"] + summary["dev_examples"] + summary["test_examples"] == 1797
