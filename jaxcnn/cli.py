@@ -7,17 +7,20 @@ Every field of `jaxcnn.configs.Config` is a flag of `train` (`--batch-size 50`, 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
 import types
 import typing
+import warnings
 from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any, Literal, get_args, get_origin
 
-from jaxcnn.configs import SECTIONS, Config, field_types
-from jaxcnn.errors import ConfigError, JaxcnnError
+from jaxcnn.configs import SECTIONS, Config, defaults, field_types
+from jaxcnn.errors import ConfigError, DataError, JaxcnnError
+from jaxcnn.experiments import commands as experiment_commands
 
 PROG = "jaxcnn"
 
@@ -89,16 +92,25 @@ def _attribute_docs(cls) -> dict[str, str]:
     return out
 
 
+def config_file(path: str) -> Config:
+    """The config in a JSON file (as WORKDIR/config.json); any problem is one line naming the file."""
+    from jaxcnn.data.readers import read_json
+
+    try:
+        d = read_json(path)
+    except DataError as e:
+        raise ConfigError(f"--config: {e}") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"--config: {path}: expected a JSON object, found {type(d).__name__}")
+    try:
+        return Config.from_dict(d)
+    except ConfigError as e:
+        raise ConfigError(f"--config: {path}: {e}") from None
+
+
 def config_from_args(ns: argparse.Namespace) -> Config:
-    cfg = Config()
-    if getattr(ns, "config", None):
-        try:
-            with open(ns.config, encoding="utf-8") as fh:
-                cfg = Config.from_dict(json.load(fh))
-        except OSError as e:
-            raise ConfigError(f"--config: cannot read {ns.config}: {e.strerror}") from None
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"--config: {ns.config}:{e.lineno}: not valid JSON ({e.msg})") from None
+    # The image task starts from its own recipe; a config file replaces the defaults, flags override both.
+    cfg = config_file(ns.config) if getattr(ns, "config", None) else defaults(getattr(ns, "task", "text"))
     overrides = {f.name: getattr(ns, f.name) for cls in SECTIONS.values() for f in fields(cls) if hasattr(ns, f.name)}
     if "windows" in overrides:
         overrides["windows"] = tuple(overrides["windows"])
@@ -120,17 +132,44 @@ def build_parser() -> ArgumentParser:
     ev = sub.add_parser("evaluate", help="metrics of a trained model as JSON")
     ev.add_argument("--workdir", required=True)
     ev.add_argument("--split", default="test", choices=("train", "dev", "test"))
-    ev.add_argument("--file", help="a labelled file instead of a split (format from --format)")
+    ev.add_argument("--file", help="a labelled file instead of a split (format from --format; image workdirs: a "
+                    ".npz, an IDX images file or a class-folder tree)")
     ev.add_argument("--format", choices=("kim", "csv", "tsv", "jsonl"), default=None)
     ev.add_argument("--checkpoint", choices=("best", "latest"), default="best")
 
     pr = sub.add_parser("predict", help="labels and probabilities, one JSON line per input")
     pr.add_argument("--workdir", required=True)
-    pr.add_argument("texts", nargs="*", help="sentences; none: read --file or standard input, one per line")
-    pr.add_argument("--file", help="one sentence per line ('-' for standard input)")
+    pr.add_argument("texts", nargs="*", help="sentences (image workdirs: image files); none: read --file or "
+                    "standard input, one per line")
+    pr.add_argument("--file", help="one sentence (or image path) per line ('-' for standard input)")
     pr.add_argument("--batch-size", type=int, default=256)
     pr.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+
+    experiment_commands.add_parsers(sub, add_config_flags)  # cv, search, ensemble, reproduce
+    bench = sub.add_parser("bench", help="speed and memory benchmarks (Kim CNN on MR); JSON + markdown")
+    bench.add_argument("--data-dir", default=None, help="data folder (default: JAXCNN_DATA_DIR)")
+    bench.add_argument("--only", default=None, help="comma-separated benchmark names (default: all)")
+    bench.add_argument("--out", default=None, help="write OUT.json and OUT.md")
     return parser
+
+
+def cmd_bench(ns: argparse.Namespace) -> int:
+    import os
+    import pathlib
+
+    from jaxcnn import bench
+
+    names = list(bench.BENCHMARKS) if ns.only is None else [n.strip() for n in ns.only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in bench.BENCHMARKS]
+    if unknown:
+        raise ConfigError(f"--only: unknown benchmark {unknown[0]!r} (choices: {', '.join(bench.BENCHMARKS)})")
+    data_dir = ns.data_dir or os.environ.get("JAXCNN_DATA_DIR")
+    if not data_dir:
+        raise ConfigError("--data-dir: the benchmarks read MR from a local data folder; give --data-dir or set "
+                          "JAXCNN_DATA_DIR")
+    results = bench.run_benchmarks(names, data_dir, pathlib.Path(ns.out) if ns.out else None)
+    print(bench.markdown(results))
+    return 0
 
 
 def cmd_train(ns: argparse.Namespace) -> int:
@@ -173,11 +212,15 @@ def _lines(ns: argparse.Namespace):
 
 
 def cmd_predict(ns: argparse.Namespace) -> int:
+    from jaxcnn.experiments.ensemble import EnsemblePredictor, is_ensemble
     from jaxcnn.predict import Predictor
 
     if ns.batch_size < 1:
         raise ConfigError(f"--batch-size: must be >= 1, got {ns.batch_size}")
-    predictor = Predictor.from_workdir(ns.workdir, checkpoint=ns.checkpoint)
+    if is_ensemble(ns.workdir):  # a `jaxcnn ensemble` workdir
+        predictor = EnsemblePredictor.from_workdir(ns.workdir)
+    else:
+        predictor = Predictor.from_workdir(ns.workdir, checkpoint=ns.checkpoint)
     out = sys.stdout
     for record in predictor.predict_stream(_lines(ns), batch_size=ns.batch_size):
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -185,12 +228,25 @@ def cmd_predict(ns: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "bench": cmd_bench,
+            **experiment_commands.COMMANDS}
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _show_warning(prefix: str, message, category, filename, lineno, file=None, line=None) -> None:
+    """jaxcnn's own warnings (a skipped checkpoint, a torn metrics line) as one line, like its errors."""
+    if category.__module__.startswith("jaxcnn"):
+        print(f"{prefix}: warning: {message}", file=file or sys.stderr)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
+    warnings.showwarning = functools.partial(_show_warning, f"{PROG} {ns.command}")
     # Our progress lines at INFO; other libraries' (Orbax logs every save) only from WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("jaxcnn").setLevel(logging.WARNING if ns.quiet else logging.INFO)

@@ -1,0 +1,336 @@
+"""Benchmarks: `python scripts/benchmark.py` (or `jaxcnn bench`) prints a markdown table and writes JSON.
+
+Kim's configuration on MR (300-d random embeddings, windows 3/4/5 x 100, batch 50, Adadelta, dropout, max-norm),
+timed after compilation with the device synchronised; every figure is the median of several repeats. Where two
+implementations are compared (jaxcnn vs eager PyTorch, conv-bank forms, lazy vs dense embedding updates) they run
+interleaved in the same process or pass, and the ratio is the median of the paired ratios: the machine is shared
+and noisy, so absolute numbers drift while ratios hold.
+
+FLOPs are counted by hand (`kim_flops_per_example`: the matrix multiplies, which are all but a few percent of the
+work) and compared with the machine's float32 matmul rate measured in the same run: the roofline fraction.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+TORCH_SCRIPT = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "torch_kim.py"
+
+
+def _median_time(fn: Callable[[], Any], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """The machine's float32 matrix-multiply rate (n x n x n), GFLOP/s."""
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    return 2 * n ** 3 / _median_time(lambda: f(a), repeats) / 1e9
+
+
+def kim_flops_per_example(length: int, dim: int = 300, windows=(3, 4, 5), maps: int = 100, classes: int = 2,
+                          train: bool = True) -> float:
+    """Multiply-adds x 2 of the conv bank and the head for one example; training is forward + two backward
+    matmuls (input and weight gradients) per layer."""
+    conv = sum(2 * (length - k + 1) * k * dim * maps for k in windows)
+    head = 2 * maps * len(windows) * classes
+    return (3 if train else 1) * (conv + head)
+
+
+def _kim_run(data_dir: str | None, **overrides):
+    from jaxcnn import configs
+    from jaxcnn.tasks import text
+    from jaxcnn.train.trainer import Run
+
+    cfg = configs.kim2014("mr", "rand").replace(data_dir=data_dir, devices=1, progress=False, tensorboard=False,
+                                                plots=False, **overrides)
+    data = text.prepare(cfg)
+    return cfg, data, functools.partial(Run, workdir=pathlib.Path("/nonexistent"), data=data)
+
+
+class KimBench:
+    """Kim's CNN-rand on MR, ready to time: a Run, a block of training steps and an inference batch."""
+
+    def __init__(self, data_dir: str | None, steps: int = 50, infer_batch: int = 1000, **overrides):
+        from jaxcnn.train import parallel
+        from jaxcnn.train.steps import predict_step
+        from jaxcnn.train.trainer import epoch_indices
+
+        self.cfg, self.data, make = _kim_run(data_dir, steps_per_dispatch=steps, **overrides)
+        self.run = make(self.cfg)
+        self.steps = steps
+        n = len(self.data.splits["train"]["label"])
+        self.block = parallel.replicate(epoch_indices(n, 50, self.run.batch, 0, 1, steps)[0], self.run.mesh)
+        self.length = self.data.encoder.length
+        ids = self.data.splits["train"]["ids"][:infer_batch]
+        self.infer_batch = {"ids": jnp.asarray(ids)}
+        self.infer_n = len(ids)
+        self._predict = jax.jit(predict_step)
+        start = time.perf_counter()
+        self.train_block()
+        self.compile_seconds = time.perf_counter() - start
+        self.infer()
+
+    def train_block(self):
+        r = self.run
+        r.state, sums, _ = r.train_fn(r.state, r.device_data["train"], self.block, r.rng)
+        return sums
+
+    def infer(self):
+        return self._predict(self.run.state, self.infer_batch)
+
+    def train_rate(self, repeats: int) -> float:
+        return self.steps * 50 / _median_time(self.train_block, repeats)
+
+    def infer_rate(self, repeats: int) -> float:
+        return self.infer_n / _median_time(self.infer, repeats)
+
+
+def torch_reference(data_dir: str, steps: int = 60) -> dict[str, Any] | None:
+    """One run of ../shared/bench/torch_kim.py (eager PyTorch, same model and data), or None without torch."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return None
+    if not TORCH_SCRIPT.exists():
+        return None
+    out = subprocess.run([sys.executable, str(TORCH_SCRIPT), "--mode", "throughput", "--data",
+                          str(pathlib.Path(data_dir) / "kim"), "--steps", str(steps)],
+                         capture_output=True, text=True, check=True, timeout=900)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_vs_torch(data_dir: str, pairs: int = 3, repeats: int = 5) -> dict[str, Any]:
+    """jaxcnn and eager PyTorch, interleaved `pairs` times; ratios are medians of the paired ratios."""
+    bench = KimBench(data_dir)
+    rows = []
+    for _ in range(pairs):
+        ours = {"train": bench.train_rate(repeats), "infer": bench.infer_rate(repeats)}
+        theirs = torch_reference(data_dir)
+        rows.append((ours, theirs))
+    out: dict[str, Any] = {
+        "jax_train_examples_per_s": statistics.median(o["train"] for o, _ in rows),
+        "jax_infer_examples_per_s": statistics.median(o["infer"] for o, _ in rows),
+        "compile_seconds": bench.compile_seconds,
+        "length": bench.length,
+    }
+    if rows[0][1] is not None:
+        out |= {
+            "torch_train_examples_per_s": statistics.median(t["train_sent_per_s"] for _, t in rows),
+            "torch_infer_examples_per_s": statistics.median(t["infer_sent_per_s"] for _, t in rows),
+            "train_ratio": statistics.median(o["train"] / t["train_sent_per_s"] for o, t in rows),
+            "infer_ratio": statistics.median(o["infer"] / t["infer_sent_per_s"] for o, t in rows),
+            "torch_threads": rows[0][1]["threads"],
+        }
+    return out
+
+
+def bench_roofline(data_dir: str, repeats: int = 5) -> dict[str, Any]:
+    """Achieved GFLOP/s in training and inference beside the measured matmul rate, interleaved."""
+    bench = KimBench(data_dir)
+    train_flops = kim_flops_per_example(bench.length)
+    infer_flops = kim_flops_per_example(bench.length, train=False)
+    samples = []
+    for _ in range(3):
+        peak = matmul_gflops()
+        samples.append((peak, bench.train_rate(repeats) * train_flops / 1e9, bench.infer_rate(repeats) * infer_flops / 1e9))
+    return {
+        "flops_counted": "by hand: conv-bank and head matrix multiplies (kim_flops_per_example)",
+        "train_mflop_per_example": train_flops / 1e6,
+        "infer_mflop_per_example": infer_flops / 1e6,
+        "matmul_gflops": statistics.median(s[0] for s in samples),
+        "train_gflops": statistics.median(s[1] for s in samples),
+        "infer_gflops": statistics.median(s[2] for s in samples),
+        "train_roofline_fraction": statistics.median(s[1] / s[0] for s in samples),
+        "infer_roofline_fraction": statistics.median(s[2] / s[0] for s in samples),
+    }
+
+
+def bench_host(data_dir: str, epochs: int = 3) -> dict[str, Any]:
+    """Host work per training step (building an epoch's index blocks and sending them) beside the step time, and
+    the number of compilations of the train and eval functions after `epochs` epochs of the real loop."""
+    from jaxcnn.train import parallel
+    from jaxcnn.train.trainer import epoch_indices
+
+    cfg, data, make = _kim_run(data_dir)
+    run = make(cfg)
+    n = len(data.splits["train"]["label"])
+    for epoch in range(1, epochs + 1):
+        run.train_epoch(epoch, None)
+        run.evaluate("dev")
+        run.evaluate("test")
+    step_seconds = 0.0
+
+    def host_epoch():
+        for block in epoch_indices(n, 50, run.batch, 0, epochs + 1, cfg.train.steps_per_dispatch):
+            parallel.replicate(block, run.mesh).block_until_ready()
+
+    host_seconds = _median_time(lambda: host_epoch() or 0, 5) / run.steps_per_epoch
+    step_seconds = _median_time(lambda: run.train_epoch(epochs + 1, None)["loss"], 3) / run.steps_per_epoch
+    return {"host_ms_per_step": 1000 * host_seconds, "step_ms": 1000 * step_seconds,
+            "host_fraction": host_seconds / step_seconds, "epochs": epochs,
+            "train_compilations": run.train_fn._cache_size(), "eval_compilations": run.eval_fn._cache_size()}
+
+
+def bench_conv_bank(length: int = 64, batch: int = 50, dim: int = 300, steps: int = 10, repeats: int = 5,
+                    ) -> dict[str, Any]:
+    """Forward + backward of Kim's bank in a `lax.scan` of `steps`, per implementation, on this backend:
+    XLA's convolution, one matmul + shifted sums, and im2col (one matmul per width)."""
+    from jaxcnn.layers import MultiScaleConv, masked_max_over_time
+
+    x = jax.random.normal(jax.random.key(0), (batch, length, dim))
+    mask = jnp.ones((batch, length), bool)
+
+    def im2col_bank(params, x):
+        outs = []
+        for k in (3, 4, 5):
+            lo = length - k + 1
+            cols = jnp.concatenate([x[:, j:j + lo] for j in range(k)], axis=-1)
+            w = params[f"conv_w{k}"]["kernel"].reshape(k * dim, -1)
+            outs.append(jnp.max(jax.nn.relu(cols @ w + params[f"conv_w{k}"]["bias"]), axis=1))
+        return jnp.concatenate(outs, -1)
+
+    results = {}
+    for impl in ("xla", "matmul", "im2col"):
+        bank = MultiScaleConv(features=100, activation="relu", pool=masked_max_over_time,
+                              impl="matmul" if impl == "im2col" else impl)
+        params = bank.init(jax.random.key(1), x, mask)["params"]
+        apply = (lambda p, x: im2col_bank(p, x)) if impl == "im2col" else (
+            lambda p, x, bank=bank: bank.apply({"params": p}, x, mask))
+        grad = jax.grad(lambda p, x: jnp.sum(apply(p, x) ** 2))
+
+        def scanned(p, x, grad=grad):
+            return jax.lax.scan(lambda p, i: (jax.tree.map(lambda a, g: a - 1e-4 * g, p, grad(p, x + i)), None),
+                                p, jnp.arange(steps, dtype=jnp.float32))[0]
+
+        f = jax.jit(scanned)
+        jax.block_until_ready(f(params, x))
+        results[impl] = 1000 * _median_time(lambda f=f: f(params, x), repeats) / steps
+    return {"backend": jax.default_backend(), "ms_per_step": results,
+            "fastest": min(results, key=results.get)}
+
+
+def bench_embedding_grad(vocab: int = 18765, length: int = 64, batch: int = 50, dim: int = 300,
+                         repeats: int = 10) -> dict[str, Any]:
+    """The embedding gradient (a scatter-add) with Kim's padding (many ids 0: index contention,
+    openxla/xla#46225) and with distinct ids, and the lazy row update's gradient of the batch's rows only."""
+    table = jax.random.normal(jax.random.key(0), (vocab, dim))
+    rng = np.random.default_rng(0)
+    padded = rng.integers(1, vocab, (batch, length)).astype(np.int32)
+    padded[:, :4] = 0
+    padded[:, 24:] = 0
+    distinct = (np.arange(batch * length) % (vocab - 1) + 1).reshape(batch, length).astype(np.int32)
+    dense = jax.jit(jax.grad(lambda t, ids: jnp.sum(jnp.take(t, ids, axis=0) ** 2)))
+
+    def rows_only(t, ids):
+        flat = jnp.concatenate([jnp.zeros((1,), ids.dtype), ids.reshape(-1)])
+        rows, inv = jnp.unique(flat, size=flat.size, fill_value=0, return_inverse=True)
+        sub = jnp.take(t, rows, axis=0)
+        return jax.grad(lambda s: jnp.sum(jnp.take(s, inv[1:].reshape(ids.shape), axis=0) ** 2))(sub)
+
+    rows = jax.jit(rows_only)
+    out = {}
+    for name, f, ids in (("dense_padded", dense, padded), ("dense_distinct", dense, distinct),
+                         ("rows_padded", rows, padded)):
+        jax.block_until_ready(f(table, ids))
+        out[name] = 1000 * _median_time(lambda f=f, ids=ids: f(table, ids), repeats)
+    return {"ms": out, "contention_slowdown": out["dense_padded"] / out["dense_distinct"]}
+
+
+def bench_lazy_update(data_dir: str, repeats: int = 5) -> dict[str, Any]:
+    """Training steps with the lazy (row) embedding update against the dense one, interleaved."""
+    benches = {lazy: KimBench(data_dir, steps=20, lazy_embeddings=lazy) for lazy in (True, False)}
+    ratios, rates = [], {True: [], False: []}
+    for _ in range(repeats):
+        r = {lazy: b.train_rate(1) for lazy, b in benches.items()}
+        for k in r:
+            rates[k].append(r[k])
+        ratios.append(r[True] / r[False])
+    return {"lazy_examples_per_s": statistics.median(rates[True]),
+            "dense_examples_per_s": statistics.median(rates[False]), "speedup": statistics.median(ratios)}
+
+
+def bench_peak_memory(data_dir: str) -> dict[str, Any]:
+    """Peak resident memory of a process that trains MR (one epoch, Kim's config, one device)."""
+    code = ("import resource, sys, tempfile, logging; from jaxcnn.cli import main; "
+            "d = tempfile.mkdtemp(); main(['-q', 'train', '--dataset', 'mr', '--data-dir', sys.argv[1], "
+            "'--workdir', d, '--epochs', '1', '--devices', '1', '--no-progress', '--no-plots']); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run([sys.executable, "-c", code, data_dir], capture_output=True, text=True, check=True,
+                         env=env, timeout=1800)
+    kb = int(out.stdout.strip().splitlines()[-1])
+    return {"peak_rss_mb": kb / 1024}
+
+
+def bench_encode(data_dir: str) -> dict[str, Any]:
+    from jaxcnn.data.bench import benchmark_encode
+
+    return benchmark_encode(data_dir)
+
+
+BENCHMARKS: dict[str, Callable[[str], dict[str, Any]]] = {
+    "vs_torch": bench_vs_torch,
+    "roofline": bench_roofline,
+    "host": bench_host,
+    "conv_bank": lambda d: bench_conv_bank(),
+    "embedding_grad": lambda d: bench_embedding_grad(),
+    "lazy_update": bench_lazy_update,
+    "memory": bench_peak_memory,
+    "encode": bench_encode,
+}
+
+
+def machine() -> dict[str, Any]:
+    import platform
+
+    return {"platform": jax.default_backend(), "devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
+            "cpus": os.cpu_count(), "python": platform.python_version(), "jax": jax.__version__,
+            "load_average": os.getloadavg()}
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = ["| benchmark | figure | value |", "|---|---|---|"]
+    for name, figures in results.items():
+        if not isinstance(figures, dict):
+            continue
+        for key, value in figures.items():
+            if isinstance(value, float):
+                value = f"{value:.4g}"
+            elif isinstance(value, dict):
+                value = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items())
+            lines.append(f"| {name} | {key} | {value} |")
+    return "\n".join(lines)
+
+
+def run_benchmarks(names: list[str], data_dir: str, out: pathlib.Path | None = None) -> dict[str, Any]:
+    results: dict[str, Any] = {"machine": machine()}
+    for name in names:
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        results[name] = BENCHMARKS[name](data_dir)
+    results["machine"]["load_average_end"] = os.getloadavg()
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(results, indent=2))
+        out.with_suffix(".md").write_text(markdown(results) + "\n")
+    return results
+
