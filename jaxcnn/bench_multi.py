@@ -1,0 +1,110 @@
+"""Benchmark: K CV folds as one vmapped program against K sequential runs of the normal trainer.
+
+`benchmark_cv_vmapped(data_dir)` builds MR's 10 folds (CNN-rand, Kim's recipe) as one `MemberProgram` and fold 0
+as a normal `Run` on the same data. Folds differ by at most one example, so every sequential run executes the same
+steps at the same shapes: K sequential runs cost K times one run's steps. After both have compiled, it times one
+block of `steps` steps of the program (all K members) against K blocks of the single run, interleaved `repeats`
+times; the ratio is the median of the paired ratios (the machine is shared: absolute times drift, paired ratios
+hold). ratio > 1 means the one program trains more examples per second than the sequential runs.
+
+It also reports the compile time of each (a sequential CV compiles K times, the program once) and XLA's memory
+analysis of one compiled block for 1 and K members. `scripts/benchmark.py` / `jaxcnn bench` can register it:
+
+    from jaxcnn.bench_multi import benchmark_cv_vmapped
+    BENCHMARKS["cv_vmapped"] = benchmark_cv_vmapped
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import statistics
+import tempfile
+import time
+from typing import Any
+
+import jax
+
+from jaxcnn import configs
+from jaxcnn.experiments.pool import build_pool, load_source
+from jaxcnn.experiments.programs import protocol_members
+from jaxcnn.train import parallel
+from jaxcnn.train.multi import MemberProgram, put
+from jaxcnn.train.trainer import Run, epoch_indices
+
+
+def _memory(compiled) -> dict[str, int]:
+    m = compiled.memory_analysis()
+    return {k: int(getattr(m, k)) for k in ("argument_size_in_bytes", "output_size_in_bytes",
+                                            "temp_size_in_bytes", "alias_size_in_bytes")}
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - start
+
+
+def benchmark_cv_vmapped(data_dir: str | os.PathLike, *, dataset: str = "mr", variant: str = "rand",
+                         folds: int = 10, steps: int = 20, repeats: int = 5, devices: int = 1,
+                         memory_of_one: bool = True, **overrides: Any) -> dict[str, Any]:
+    """Paired timing of `folds` CV folds as one program vs as sequential `Run`s (see the module docstring).
+
+    Args:
+      memory_of_one: also compile a 1-member program, for the memory of one member (`memory["1"]`).
+      overrides: config fields to change from Kim's recipe (e.g. a smaller model for a smoke test).
+
+    Returns:
+      {"ratio": median of (K sequential blocks' seconds / the program's block seconds), "ratios": all pairs,
+       "vmapped_examples_per_second", "sequential_examples_per_second" (medians), "compile_seconds":
+       {"vmapped", "sequential_per_run"}, "memory": {"K": ..., "1": ...} (XLA's sizes of one compiled block of
+       the K-member and the 1-member program, bytes), ...}.
+    """
+    cfg = configs.kim2014(dataset, variant).replace(data_dir=str(data_dir), folds=folds, devices=devices,
+                                                    steps_per_dispatch=steps, progress=False, tensorboard=False,
+                                                    plots=False, **overrides)
+    source = load_source(cfg)
+    members = protocol_members(cfg, source, [cfg.train.seed])
+    k = len(members)
+    pool = build_pool(cfg, source, [m.train for m in members], [m.seed for m in members])
+    program = MemberProgram(cfg, members, pool.data, tables=pool.tables)
+    first = members[0]
+    run = Run(first.config(cfg), pathlib.Path(tempfile.mkdtemp(prefix="jaxcnn-bench-")),
+              data=pool.member_data(first.train, first.dev, first.test, first.seed))
+    vm_block = put(program.epoch_blocks(1, [True] * k)[0], program.index_sharding)
+    seq_block = parallel.replicate(epoch_indices(len(first.train), cfg.train.batch_size, run.batch, first.seed, 1,
+                                                 steps)[0], run.mesh)
+    # Compiled ahead of time: the compile is timed alone, and the same executables are timed and measured.
+    start = time.perf_counter()
+    vm_exe = program.train_fn.lower(program.state, {}, vm_block, program.ctx).compile()
+    compile_vm = time.perf_counter() - start
+    start = time.perf_counter()
+    seq_exe = run.train_fn.lower(run.state, run.device_data["train"], seq_block, run.rng).compile()
+    compile_seq = time.perf_counter() - start
+    memory = {"K": _memory(vm_exe)}
+    if memory_of_one:
+        one = MemberProgram(cfg, members[:1], pool.data, tables=pool.tables)
+        memory["1"] = _memory(one.train_fn.lower(one.state, {}, put(one.epoch_blocks(1, [True])[0],
+                                                                    one.index_sharding), one.ctx).compile())
+
+    def vmapped():
+        program.state, sums, _ = vm_exe(program.state, {}, vm_block, program.ctx)
+        return sums
+
+    def one_run():
+        run.state, sums, _ = seq_exe(run.state, run.device_data["train"], seq_block, run.rng)
+        return sums
+
+    _timed(vmapped), _timed(one_run)  # warm-up: first-touch allocations
+    pairs = []
+    for _ in range(repeats):
+        t_vm = _timed(vmapped)
+        t_seq = sum(_timed(one_run) for _ in range(k))
+        pairs.append((t_vm, t_seq))
+    examples = k * steps * cfg.train.batch_size
+    return {"dataset": dataset, "variant": variant, "folds": k, "steps_per_block": steps, "repeats": repeats,
+            "devices": devices, "platform": jax.devices()[0].platform,
+            "ratio": statistics.median(s / v for v, s in pairs), "ratios": [s / v for v, s in pairs],
+            "vmapped_examples_per_second": examples / statistics.median(v for v, _ in pairs),
+            "sequential_examples_per_second": examples / statistics.median(s for _, s in pairs),
+            "compile_seconds": {"vmapped": compile_vm, "sequential_per_run": compile_seq}, "memory": memory}

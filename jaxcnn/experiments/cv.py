@@ -1,0 +1,64 @@
+"""`jaxcnn cv`: Kim's protocol with every fold and seed trained as one program.
+
+Writes into the workdir (beside the program's own files, see `jaxcnn.train.multi.MultiRun`):
+    results.json   per-member results and the aggregate (mean, std, min, max over seeds and over members)
+    results.md     the per-member table and the aggregate line
+    results.png    a dot per seed, Kim (2014)'s value and the Torch port's as lines
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+from collections.abc import Sequence
+from typing import Any
+
+from jaxcnn.configs import Config
+from jaxcnn.experiments import report
+from jaxcnn.experiments.pool import load_source
+from jaxcnn.experiments.programs import protocol_members, run_program
+from jaxcnn.train.workdir import atomic_write_json, atomic_write_text
+
+log = logging.getLogger("jaxcnn")
+
+
+def cross_validate(cfg: Config, workdir: str | pathlib.Path, seeds: Sequence[int] = (0,)) -> dict[str, Any]:
+    """Trains (or resumes) the dataset's protocol for `seeds` in `workdir` and writes the results.
+
+    Returns:
+      {"dataset", "variant", "protocol", "folds", "seeds", "members": [summary per member], "aggregate": ...,
+       "wall_seconds"}.
+    """
+    cfg.validate()
+    workdir = pathlib.Path(workdir)
+    source = load_source(cfg)
+    members = protocol_members(cfg, source, seeds)
+    summaries = run_program(cfg, source, members, workdir).summaries()
+    result = {"dataset": report.dataset_name(cfg), "variant": cfg.model.variant,
+              "protocol": source.protocol, "folds": cfg.data.folds if source.protocol == "cv" else None,
+              "seeds": list(seeds), "epochs": cfg.train.epochs, "members": summaries,
+              "aggregate": report.aggregate(summaries),
+              "wall_seconds": max(s["wall_seconds"] for s in summaries)}
+    write_results(workdir, result)
+    return result
+
+
+def write_results(workdir: pathlib.Path, result: dict[str, Any]) -> None:
+    agg = result["aggregate"]
+    columns = ("name", "fold", "seed", "best_epoch", "dev_accuracy", "test_accuracy")
+    lines = [f"# {result['dataset']} CNN-{result['variant']}: {result['protocol']} protocol, "
+             f"{len(result['members'])} members, {result['epochs']} epochs", "",
+             report.member_table(result["members"], columns), "",
+             f"Test accuracy over seeds{' (a seed scores its mean over folds)' if result['folds'] else ''}: "
+             f"{report.stats_line(agg['seeds'])}", "",
+             f"Over all members: {report.stats_line(agg['members'])}", ""]
+    dataset, variant = result["dataset"], result["variant"]
+    kim = report.KIM_2014.get(dataset, {}).get(variant)
+    torch = report.TORCH_PORT.get(dataset, {}).get(variant)
+    if kim is not None:
+        lines += [f"Kim (2014): {kim}; sent-conv-torch: {torch}.", ""]
+    atomic_write_json(workdir / "results.json", result)
+    atomic_write_text(workdir / "results.md", "\n".join(lines))
+    report.plot_seed_dots([{"dataset": dataset, "variant": variant, "per_seed": agg["per_seed"]}],
+                          workdir / "results.png", title=f"{dataset} CNN-{variant}")
+    log.info("%s CNN-%s: test accuracy %s", dataset, variant, report.stats_line(agg["seeds"]))

@@ -1,0 +1,51 @@
+"""Shared set-up of the multi-member tests: a small learnable text set, members over it, and a short training."""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import numpy as np
+
+from jaxcnn import configs
+from jaxcnn.experiments import pool as pool_lib
+from jaxcnn.train.multi import Member, MemberProgram, to_host
+from tests.train.helpers import synthetic_sentences, write_kim
+
+
+def write_pool_file(folder: pathlib.Path, n: int = 240) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(write_kim(folder / "all.txt", *synthetic_sentences(n, 0)))
+
+
+def tiny_config(data_file: str, **overrides):
+    """A CV set (one file) and a model that trains in a second; Adam learns it in a few epochs."""
+    values = {"dataset": None, "train_file": data_file, "folds": 3, "optimizer": "adam", "lr": 0.01,
+              "steps_per_dispatch": 4, **overrides}
+    return configs.tiny().replace(**values)
+
+
+def tiny_members(data_file: str, k: int = 3, **overrides):
+    """(cfg, k members: fold i % 3 with seed 10 + i, pool)."""
+    cfg = tiny_config(data_file, **overrides)
+    source = pool_lib.load_source(cfg)
+    members = []
+    for i in range(k):
+        rows = pool_lib.split_rows(source, cfg, fold=i % cfg.data.folds)
+        members.append(Member(f"m{i}", 10 + i, rows["train"], rows["dev"], rows["test"], fold=i % cfg.data.folds))
+    pool = pool_lib.build_pool(cfg, source, [m.train for m in members], [m.seed for m in members])
+    return cfg, members, pool
+
+
+def train_program(cfg, members, pool, *, devices: int | None = 1, epochs: int = 2) -> MemberProgram:
+    program = MemberProgram(cfg.replace(devices=devices), members, pool.data, tables=pool.tables)
+    for epoch in range(1, epochs + 1):
+        _, bad = program.train_epoch(epoch, [True] * len(members))
+        assert (bad == -1).all()
+    return program
+
+
+def flat_params(program: MemberProgram) -> dict[str, np.ndarray]:
+    """{"bank/conv_w2/kernel": <float32>[K, ...], ...} on the host (gathered across processes)."""
+    leaves = jax.tree_util.tree_leaves_with_path(to_host(program.state.params))
+    return {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v) for path, v in leaves}
