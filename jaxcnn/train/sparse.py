@@ -82,17 +82,19 @@ class SparseTables:
         return sub, {**batch, self.ids_key: inverse[1:].reshape(ids.shape).astype(ids.dtype)}, rows
 
     def update(self, params: PyTree, state: dict, grads: dict[str, jax.Array], rows: jax.Array,
-               step: jax.Array) -> tuple[PyTree, dict]:
+               step: jax.Array, apply: jax.Array | bool = True) -> tuple[PyTree, dict]:
         """Applies the lazy rule to the touched rows of every trainable table.
 
         Args:
           params: full params. state: from `init`. grads: {name: <float32>[U, dim]} gradients of the rows.
           rows: <int32>[U] from `gather`. step: the optimizer step count before this update.
+          apply: <bool>[]: False writes the rows back unchanged (a skipped step).
         """
         params, state = dict(params), dict(state)
         lr = self.learning_rate(step)
         for name in self.trainable:
             table, s, g = params[name]["embedding"], state[name], grads[name]
+            keep = jax.tree.map(lambda a: jnp.take(a, rows, axis=0), s)
             missed = (step - jnp.take(s["last"], rows)).astype(jnp.float32)[:, None]
             if self.rule == "adadelta":
                 decay = jnp.power(jnp.float32(self.rho), missed)
@@ -102,15 +104,17 @@ class SparseTables:
                 delta = jnp.sqrt(e_x + self.eps) / jnp.sqrt(e_g + self.eps) * g
                 e_x = (1 - self.rho) * delta * delta + self.rho * e_x
                 new_rows = jnp.take(table, rows, axis=0) - lr * delta
-                s = {"e_g": s["e_g"].at[rows].set(e_g), "e_x": s["e_x"].at[rows].set(e_x)}
+                new = {"e_g": e_g, "e_x": e_x}
             else:
                 sum_sq = jnp.take(s["sum_sq"], rows, axis=0) + g * g
                 delta = jnp.where(sum_sq > 0, jax.lax.rsqrt(sum_sq + self.eps), 0.0) * g
                 new_rows = jnp.take(table, rows, axis=0) - lr * delta
-                s = {"sum_sq": s["sum_sq"].at[rows].set(sum_sq)}
-            s["last"] = state[name]["last"].at[rows].set(step + 1)
+                new = {"sum_sq": sum_sq}
+            new["last"] = jnp.broadcast_to(step + 1, rows.shape).astype(jnp.int32)
+            new = jax.tree.map(lambda n, k: jnp.where(apply, n, k), new, keep)
+            state[name] = {k: s[k].at[rows].set(v) for k, v in new.items()}
+            new_rows = jnp.where(apply, new_rows, jnp.take(table, rows, axis=0))
             params[name] = {"embedding": table.at[rows].set(new_rows)}
-            state[name] = s
         return params, state
 
 

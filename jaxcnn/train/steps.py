@@ -78,14 +78,19 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
             dense_grads = {k: v for k, v in grads.items() if k not in sparse.trainable}
             dense_params = {k: v for k, v in s.params.items() if k not in sparse.tables}
             updates, dense_state = s.tx.update(dense_grads, s.opt_state["dense"], dense_params)
-            params, sparse_state = sparse.update(
-                s.params, s.opt_state["sparse"], {k: grads[k]["embedding"] for k in sparse.trainable}, rows, s.step)
-            params = {**params, **optax.apply_updates(dense_params, updates)}
-            opt_state = {"dense": dense_state, "sparse": sparse_state}
+            params = {**s.params, **optax.apply_updates(dense_params, updates)}
+            opt_state = {"dense": dense_state, "sparse": s.opt_state["sparse"]}
         params = s.constraint(params)
         return s.replace(step=s.step + 1, params=params, opt_state=opt_state, model_state=new_model_state)
 
     new_state = jax.lax.cond(apply, update, lambda s: s, state)
+    if sparse is not None:
+        # Rows are written outside the cond, with `apply` folded into them: under jax.vmap (many models in one
+        # program) a cond becomes a select over every leaf, which for a table would copy all of it each step.
+        params, sparse_state = sparse.update(
+            new_state.params, state.opt_state["sparse"], {k: grads[k]["embedding"] for k in sparse.trainable}, rows,
+            state.step, apply)
+        new_state = new_state.replace(params=params, opt_state={**new_state.opt_state, "sparse": sparse_state})
     out = metrics_lib.batch_counts(logits, batch["label"], mask, per_example)
     out["nonfinite"] = ((~finite) & (count > 0)).astype(jnp.int32)
     out["grad_norm"] = jnp.where(apply, grad_norm, 0.0)
