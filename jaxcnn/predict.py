@@ -18,7 +18,7 @@ import numpy as np
 from jaxcnn import data as data_lib
 from jaxcnn.configs import Config
 from jaxcnn.errors import DataError, WorkdirError
-from jaxcnn.models.text_cnn import trainable_mask
+from jaxcnn.models.text_cnn import fold_embeddings, folded_size, trainable_mask
 from jaxcnn.tasks import text as text_task
 from jaxcnn.train import metrics as metrics_lib
 from jaxcnn.train.checkpoint import CheckpointManager
@@ -47,6 +47,17 @@ def abstract_run_state(cfg: Config, vocab_size: int, num_classes: int, length: i
 
 
 LENGTH_BUCKET = 8
+# Largest `fold_embeddings` table a Predictor builds (4x the embedding for Kim's bank); above it, the plain path.
+FOLD_LIMIT_BYTES = 1 << 30
+
+
+def fold_for_inference(cfg: Config, params: dict[str, Any]) -> jax.Array | None:
+    """The precomputed embedding x conv-taps table (`fold_embeddings`), or None where it would not fit."""
+    m = cfg.model
+    vocab = next(params[k]["embedding"].shape[0] for k in ("embed", "embed_static") if k in params)
+    if folded_size(vocab, m.windows, m.maps) > FOLD_LIMIT_BYTES:
+        return None
+    return jax.jit(fold_embeddings, static_argnums=1)(params, tuple(m.windows))
 
 
 class Predictor:
@@ -60,7 +71,12 @@ class Predictor:
     def __init__(self, cfg: Config, encoder, label_names: list[str], state: TrainState, epoch: int):
         self.cfg, self.encoder, self.label_names, self.state, self.epoch = cfg, encoder, label_names, state, epoch
         self._logits = jax.jit(predict_step)
-        self._eval = jax.jit(lambda s, b: eval_step(s, b, loss_fn=get_loss(cfg.train.loss)))
+        self._eval = jax.jit(lambda s, b, f: eval_step(s, b, loss_fn=get_loss(cfg.train.loss), folded=f))
+        self.folded = fold_for_inference(cfg, state.params)
+
+    def logits(self, batch: dict[str, Any]) -> jax.Array:
+        """<float32>[batch, classes] for {"ids": <int32>[batch, length]}."""
+        return self._logits(self.state, batch, self.folded)
 
     @classmethod
     def from_workdir(cls, workdir: str | pathlib.Path, checkpoint: str = "best") -> Predictor:
@@ -115,7 +131,7 @@ class Predictor:
         enc = self.encoder.encode(list(texts))
         out = np.zeros((len(enc.ids), len(self.label_names)), np.float32)
         for rows, batch in self._batches(enc.ids, enc.lengths, batch_size):
-            logits = self._logits(self.state, {"ids": jnp.asarray(batch)})
+            logits = self.logits({"ids": jnp.asarray(batch)})
             out[rows] = np.asarray(jax.nn.softmax(logits[: len(rows)], axis=-1))
         return out
 
@@ -142,7 +158,7 @@ class Predictor:
             y = np.zeros(batch_size, np.int32)
             y[: len(rows)] = labels[rows]
             mask = np.arange(batch_size) < len(rows)
-            sums = jax.device_get(self._eval(self.state, {"ids": batch, "label": y, "mask": mask}))
+            sums = jax.device_get(self._eval(self.state, {"ids": batch, "label": y, "mask": mask}, self.folded))
             total = sums if total is None else metrics_lib.add(total, sums)
         if total is None:
             total = {"loss_sum": 0.0, "count": 0.0, "confusion": np.zeros((len(self.label_names),) * 2)}

@@ -331,13 +331,16 @@ class MultiScaleConv(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, inputs: Array, mask: Array | None = None) -> Array | list[Array]:
+    def __call__(self, inputs: Array, mask: Array | None = None, *, projected: bool = False
+                 ) -> Array | list[Array]:
         """Applies every branch.
 
         Args:
-          inputs: <float>[batch, length, in_channels].
+          inputs: <float>[batch, length, in_channels]; with `projected`, <float>[batch, length, sum(widths) *
+            features]: the input already multiplied by `bank_taps` of this layer's kernels (see `bank_taps`).
           mask: optional <bool>[batch, length], True at real tokens; requires `pool`, which then gets the mask of
             each branch's output.
+          projected: inputs are projected (needs existing parameters; the matmul form is then the only one).
 
         Returns:
           With `concat`: <dtype>[batch, ..., features * len(widths)], where `...` is what `pool` leaves (nothing
@@ -351,7 +354,9 @@ class MultiScaleConv(nn.Module):
         impl = self.impl
         if impl == "auto":
             impl = "matmul" if jax.default_backend() == "cpu" else "xla"
-        branches = self._matmul_branches(inputs) if impl == "matmul" else [
+        if projected:
+            impl = "matmul"
+        branches = self._matmul_branches(inputs, projected) if impl == "matmul" else [
             Conv(self.features, (width,), padding=self.padding, use_bias=self.use_bias, dtype=self.dtype,
                  param_dtype=self.param_dtype, precision=self.precision, kernel_init=self.kernel_init,
                  bias_init=self.bias_init, name=f"conv_w{width}")(inputs) for width in self.widths]
@@ -371,17 +376,27 @@ class MultiScaleConv(nn.Module):
                               f"{shapes} that cannot be concatenated; set pool= or concat=False")
         return jnp.concatenate(outputs, axis=-1)
 
-    def _matmul_branches(self, inputs: Array) -> list[Array]:
+    def _matmul_branches(self, inputs: Array, projected: bool = False) -> list[Array]:
         """Every width's convolution from one matmul: y = x @ [taps of all widths], then, for width k,
         out[t] = sum_j y[t + j, tap j] over the zero-padded time axis (padded y rows are x's zero rows)."""
         owner = type(self).__name__
         check_rank(inputs, 1, owner)
         batch, length, channels = inputs.shape
+        if projected:
+            want = sum(self.widths) * self.features
+            stored = self.variables.get("params", {}).get(f"conv_w{self.widths[0]}")
+            if channels != want or stored is None:
+                raise ConfigError(f"{owner}: projected inputs need this layer's parameters and {want} channels "
+                                  f"(sum(widths) * features), got {channels}")
+            channels = stored["kernel"].shape[1]  # the kernels' own input size, which projected inputs hide
         params = [_BankParams(width, channels, self.features, self.use_bias, self.param_dtype, self.kernel_init,
                               self.bias_init, name=f"conv_w{width}")() for width in self.widths]
         dtype = self.dtype or jnp.result_type(inputs, *(k for k, _ in params))
-        taps = jnp.concatenate([jnp.transpose(k, (1, 0, 2)).reshape(channels, -1) for k, _ in params], axis=1)
-        y = jnp.einsum("blc,cf->blf", inputs.astype(dtype), taps.astype(dtype), precision=self.precision)
+        if projected:
+            y = inputs.astype(dtype)
+        else:
+            taps = bank_taps([k for k, _ in params])
+            y = jnp.einsum("blc,cf->blf", inputs.astype(dtype), taps.astype(dtype), precision=self.precision)
         outputs, offset = [], 0
         for width, (kernel, bias) in zip(self.widths, params):
             ((lo, hi),) = _layer_pads(owner, (length,), (width,), (1,), canonical_padding(self.padding, 1, owner),
@@ -393,6 +408,16 @@ class MultiScaleConv(nn.Module):
             out = sum(yk[:, j:j + out_len, j] for j in range(width))
             outputs.append(out if bias is None else out + bias.astype(dtype))
         return outputs
+
+
+def bank_taps(kernels: Sequence[Array]) -> Array:
+    """<float>[in_channels, sum(widths) * features]: the kernels <float>[width, in_channels, features] of a
+    `MultiScaleConv`, as one matrix whose columns are every width's taps (width-major, then tap, then feature).
+
+    `x @ bank_taps(...)` is what the layer computes first, so a lookup table T (rows: vectors) can be folded
+    into it ahead of time, `(T @ taps)[ids] == T[ids] @ taps`, and passed with `projected=True`.
+    """
+    return jnp.concatenate([jnp.transpose(k, (1, 0, 2)).reshape(k.shape[1], -1) for k in kernels], axis=1)
 
 
 class _BankParams(nn.Module):

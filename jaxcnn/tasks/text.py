@@ -156,11 +156,11 @@ def build_model(cfg: Config, vocab_size: int, num_classes: int, embed_dim: int |
 def make_forward(model: TextCNN):
     """The model as the engine calls it: `forward(variables, batch, *, train, rng, mutable)`."""
 
-    def forward(variables, batch, *, train, rng, mutable):
+    def forward(variables, batch, *, train, rng, mutable, folded=None):
         keys = None
         if train:
             keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, batch["index"])
-        return model.apply(variables, batch["ids"], train=train, dropout_keys=keys, mutable=mutable)
+        return model.apply(variables, batch["ids"], train=train, dropout_keys=keys, mutable=mutable, folded=folded)
 
     return forward
 

@@ -97,17 +97,19 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     return new_state, out
 
 
-def eval_step(state: TrainState, batch: dict[str, jax.Array], *, loss_fn: LossFn) -> dict[str, jax.Array]:
+def eval_step(state: TrainState, batch: dict[str, jax.Array], *, loss_fn: LossFn,
+              folded: jax.Array | None = None) -> dict[str, jax.Array]:
     """Metric sums of one batch in inference mode; padding examples (mask False) count for nothing."""
-    variables = {"params": state.params, **state.model_state}
-    logits = state.apply_fn(variables, batch, train=False, rng=None, mutable=False)
+    logits = predict_step(state, batch, folded)
     return metrics_lib.batch_counts(logits, batch["label"], batch["mask"], loss_fn(logits, batch["label"], 0.0))
 
 
-def predict_step(state: TrainState, batch: dict[str, jax.Array]) -> jax.Array:
-    """<float32>[batch, classes] logits in inference mode."""
+def predict_step(state: TrainState, batch: dict[str, jax.Array], folded: jax.Array | None = None) -> jax.Array:
+    """<float32>[batch, classes] logits in inference mode; `folded`: the text model's precomputed
+    `fold_embeddings` table (same logits, a row lookup in place of the convolution's matrix multiply)."""
     variables = {"params": state.params, **state.model_state}
-    return state.apply_fn(variables, batch, train=False, rng=None, mutable=False)
+    extra = {} if folded is None else {"folded": folded}
+    return state.apply_fn(variables, batch, train=False, rng=None, mutable=False, **extra)
 
 
 def gather_batch(data: dict[str, jax.Array], idx: jax.Array,

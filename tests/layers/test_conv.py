@@ -14,6 +14,7 @@ from jaxcnn.layers import (
     DepthwiseSeparableConv,
     MultiScaleConv,
     PointwiseConv,
+    bank_taps,
     conv_output_mask,
     conv_param_count,
     count_params,
@@ -355,3 +356,21 @@ def test_multiscale_matmul_impl_equals_xla_convolution(padding):
     g_xla = jax.grad(lambda v: sum(jnp.sum(jnp.sin(y)) for y in xla.apply(v, x)))(variables)
     g_mm = jax.grad(lambda v: sum(jnp.sum(jnp.sin(y)) for y in mm.apply(v, x)))(variables)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), g_xla, g_mm)
+
+
+@pytest.mark.parametrize("padding", ["VALID", "SAME"])
+def test_multiscale_projected_inputs_equal_the_plain_call(padding):
+    # A lookup table folded into the taps ahead of time gives the same bank outputs (what inference uses).
+    table, ids = rand((11, 6)), jnp.array([[1, 4, 4, 0, 0, 0, 0], [2, 3, 5, 7, 9, 10, 0]])
+    mask = ids != 0
+    x = jnp.where(mask[..., None], table[ids], 0.0)
+    bank = MultiScaleConv(widths=(2, 3), features=5, activation="relu", pool=masked_max_over_time, padding=padding)
+    variables = random_variables(bank, x, mask)
+    p = variables["params"]
+    taps = bank_taps([p["conv_w2"]["kernel"], p["conv_w3"]["kernel"]])
+    assert taps.shape == (6, (2 + 3) * 5)
+    folded = jnp.where(mask[..., None], (table @ taps)[ids], 0.0)
+    np.testing.assert_allclose(bank.apply(variables, folded, mask, projected=True), bank.apply(variables, x, mask),
+                               atol=1e-6)
+    with pytest.raises(ConfigError, match=r"projected inputs need .* 25 channels"):
+        bank.apply(variables, x, mask, projected=True)
