@@ -78,6 +78,20 @@ def _finalize_abandoned_io(timeout_s: float = 10.0) -> None:
         sys.unraisablehook = hook
 
 
+class _AbandonedOrbaxTasks(logging.Filter):
+    """Drops asyncio's "Task exception was never retrieved" reports for Orbax's own tasks: when one read or write
+    of a checkpoint fails, Orbax abandons its sibling tasks, and asyncio logs each one's error (a traceback) when
+    it is collected, at any later moment. The failure itself reaches the manager as an exception and is reported
+    there in one line; other tasks' reports pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Task exception was never retrieved") and "orbax" in message)
+
+
+logging.getLogger("asyncio").addFilter(_AbandonedOrbaxTasks())
+
+
 class _OrbaxEchoes(logging.Filter):
     """Drops Orbax's absl log records that repeat what the manager reports itself: tracebacks (every Orbax
     failure reaches the caller as an exception, which the manager turns into a one-line WorkdirError or, for a
