@@ -7,6 +7,7 @@ training data is needed to predict (evaluating a split reloads that split, encod
 from __future__ import annotations
 
 import itertools
+import os
 import pathlib
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -176,18 +177,24 @@ class Predictor:
         d = self.cfg.data
         ds = data_lib.load_files(path, fmt=fmt or d.format, text_column=d.text_column,
                                  label_column=d.label_column)["train"]
-        file_names = ds.features["label"].names
-        mapping = []
-        for name in file_names:
-            if name in self.label_names:
-                mapping.append(self.label_names.index(name))
-            elif name.isdigit() and int(name) < len(self.label_names):
-                mapping.append(int(name))
-            else:
-                raise DataError(f"label {name!r} is not one of the model's labels {self.label_names}", path=path)
+        mapping = match_labels(ds.features["label"].names, self.label_names, path)
         rows = ds[:]
-        labels = np.asarray(mapping, np.int32)[np.asarray(rows["label"], np.int64)]
+        labels = mapping[np.asarray(rows["label"], np.int64)]
         return {"file": str(path), "epoch": self.epoch, **self.evaluate_texts(rows["text"], labels)}
+
+
+def match_labels(file_names: Sequence[str], model_names: Sequence[str], path: str | os.PathLike) -> np.ndarray:
+    """<int32>[len(file_names)]: the model's id of each label of a labelled file, matched by name, else read as an
+    integer id; a label the model does not know is a DataError naming the file."""
+    mapping = []
+    for name in file_names:
+        if name in model_names:
+            mapping.append(list(model_names).index(name))
+        elif name.isdigit() and int(name) < len(model_names):
+            mapping.append(int(name))
+        else:
+            raise DataError(f"label {name!r} is not one of the model's labels {list(model_names)}", path=path)
+    return np.asarray(mapping, np.int32)
 
 
 def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:

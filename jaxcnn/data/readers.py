@@ -37,9 +37,8 @@ _MAX_LABEL_DIGITS = 9  # int() of a long digit string is slow (refused past 4300
 _TREC_LABEL = re.compile(r"([A-Z]+):(\S+)\Z")
 
 
-def read_text(path: str | os.PathLike, encoding: str = "auto") -> tuple[str, str]:
-    """Reads a whole text file; returns (text, encoding used)."""
-    path = pathlib.Path(path)
+def read_nonempty_bytes(path: pathlib.Path) -> bytes:
+    """A file's bytes; a missing, unreadable or blank file is a one-line DataError naming it."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError as e:
@@ -48,6 +47,13 @@ def read_text(path: str | os.PathLike, encoding: str = "auto") -> tuple[str, str
         raise DataError(f"cannot read: {e.strerror or e}", path=path) from e
     if not raw.strip():
         raise DataError("empty file", path=path)
+    return raw
+
+
+def read_text(path: str | os.PathLike, encoding: str = "auto") -> tuple[str, str]:
+    """Reads a whole text file; returns (text, encoding used)."""
+    path = pathlib.Path(path)
+    raw = read_nonempty_bytes(path)
     _check_line_lengths(raw, path)
     if encoding != "auto":
         return _decode(raw, path, encoding), encoding
@@ -255,14 +261,7 @@ def parse_json(text: str, path: str | os.PathLike, line: int | None = None, what
 def read_json(path: str | os.PathLike, what: str = "") -> Any:
     """A UTF-8 JSON file (a UTF-8 byte-order mark is allowed), any failure a one-line DataError naming it."""
     path = pathlib.Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError as e:
-        raise DataError("file not found", path=path) from e
-    except OSError as e:
-        raise DataError(f"cannot read: {e.strerror or e}", path=path) from e
-    if not raw.strip():
-        raise DataError("empty file", path=path)
+    raw = read_nonempty_bytes(path)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:

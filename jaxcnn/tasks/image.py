@@ -305,14 +305,8 @@ class ImagePredictor:
         size = h if h == w else None
         loaded = images_lib.load_image_files(path, size=size, channels=c)
         images, labels = loaded.parts["train"]
-        mapping = []
-        for name in loaded.label_names:
-            if name in self.label_names:
-                mapping.append(self.label_names.index(name))
-            elif name.isdigit() and int(name) < len(self.label_names):
-                mapping.append(int(name))
-            else:
-                raise DataError(f"label {name!r} is not one of the model's labels {self.label_names}", path=path)
-        mapping = np.asarray(mapping, np.int32)
+        from jaxcnn.predict import match_labels  # predict imports this module lazily; no cycle at import time
+
+        mapping = match_labels(loaded.label_names, self.label_names, path)
         images = images_lib.conform(images_lib.to_float(images), size, c)
         return {"file": str(path), "epoch": self.epoch, **self.evaluate_arrays(images, mapping[labels])}
