@@ -614,4 +614,6 @@ def random_plan(n: int, epochs: int, seed: int, *, steps_per_epoch: int, steps_p
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from jaxcnn.cli import exit_with
+
+    exit_with(main())

@@ -2,7 +2,7 @@
 
 import sys
 
-from jaxcnn.cli import main
+from jaxcnn.cli import exit_with, main
 
 if __name__ == "__main__":
-    sys.exit(main(["reproduce", *sys.argv[1:]]))
+    exit_with(main(["reproduce", *sys.argv[1:]]))

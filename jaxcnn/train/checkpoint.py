@@ -55,16 +55,17 @@ def _orbax_coroutines_pending() -> bool:
     return any(type(o) is types.CoroutineType and "orbax" in o.cr_code.co_filename for o in gc.get_objects())
 
 
-def _finalize_abandoned_io(timeout_s: float = 10.0) -> None:
+def _finalize_abandoned_io(timeout_s: float = 1.0) -> None:
     """Collects what a failed restore or save left behind, quietly and now.
 
     When one TensorStore read or write fails, Orbax abandons the others; those still in flight keep their
     coroutines alive until TensorStore finishes them. Closing such a coroutine raises an `Exception` (Orbax wraps
     even `GeneratorExit`), and a finished write calls back into an event loop Orbax has closed; Python prints both
     as unraisable exceptions ("Exception ignored in <coroutine ...>", "RuntimeError: Event loop is closed")
-    whenever they happen, possibly in the middle of unrelated code. So wait for them to finish (local I/O takes
-    milliseconds; the bound is generous because on a loaded machine 1 s was seen to be too short) and collect them
-    here, with those reports silenced. Only failures pay.
+    whenever they happen, possibly in the middle of unrelated code. So wait (briefly: local I/O takes
+    milliseconds) for them to finish and collect them here, with those reports silenced. Only failures pay. (A
+    longer wait made it worse: callbacks that land during it print "Event loop is closed" tracebacks; the ones
+    that would land after it are cut off by `jaxcnn.cli.exit_with`.)
     """
     hook = sys.unraisablehook
     sys.unraisablehook = lambda unraisable: None
@@ -90,6 +91,7 @@ class _AbandonedOrbaxTasks(logging.Filter):
 
 
 logging.getLogger("asyncio").addFilter(_AbandonedOrbaxTasks())
+
 
 
 class _OrbaxEchoes(logging.Filter):
