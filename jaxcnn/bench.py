@@ -281,12 +281,29 @@ def bench_lazy_update(data_dir: str, repeats: int = 5) -> dict[str, Any]:
             "dense_examples_per_s": statistics.median(rates[False]), "speedup": statistics.median(ratios)}
 
 
+def peak_rss_kb() -> int:
+    """This process's peak resident set size in KiB (VmHWM where /proc exists, else ru_maxrss)."""
+    try:
+        for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    import resource
+
+    scale = 1024 if sys.platform == "darwin" else 1  # macOS reports bytes
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // scale
+
+
 def bench_peak_memory(data_dir: str) -> dict[str, Any]:
-    """Peak resident memory of a process that trains MR (one epoch, Kim's config, one device)."""
+    """Peak resident memory of a process that trains MR (one epoch, Kim's config, one device).
+
+    Read as the process's own high-water mark (Linux: VmHWM), not `ru_maxrss`: Linux carries `ru_maxrss` across
+    exec, so a child forked from this (by then large) benchmark process would report the parent's size."""
     code = ("import resource, sys, tempfile, logging; from jaxcnn.cli import main; "
             "d = tempfile.mkdtemp(); main(['-q', 'train', '--dataset', 'mr', '--data-dir', sys.argv[1], "
             "'--workdir', d, '--epochs', '1', '--devices', '1', '--no-progress', '--no-plots']); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            "from jaxcnn.bench import peak_rss_kb; print(peak_rss_kb())")
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     out = subprocess.run([sys.executable, "-c", code, data_dir], capture_output=True, text=True, check=True,
                          env=env, timeout=1800)

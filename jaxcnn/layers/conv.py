@@ -440,16 +440,16 @@ def _shifted_tap_sums_fwd(y, widths, features, pads):
 
 
 def _shifted_tap_sums_bwd(widths, features, pads, _, grads):
-    parts = []
+    taps = []
     for width, (lo, hi), g in zip(widths, pads, grads):
-        batch, out_len = g.shape[:2]
+        out_len = g.shape[1]
         length = out_len - lo - hi + width - 1
         # dy[:, s, tap j] = g[:, s + lo - j]: g shifted right by j - lo, cut or zero-filled to the length.
         zero = jnp.zeros((), g.dtype)
-        taps = [lax.pad(g, zero, ((0, 0, 0), (j - lo, length - (j - lo) - out_len, 0), (0, 0, 0)))
-                for j in range(width)]
-        parts.append(jnp.stack(taps, axis=2).reshape(batch, length, width * features))
-    return (jnp.concatenate(parts, axis=-1),)
+        taps += [lax.pad(g, zero, ((0, 0, 0), (j - lo, length - (j - lo) - out_len, 0), (0, 0, 0)))
+                 for j in range(width)]
+    # One concatenate of every (width, tap) block, in bank_taps' column order, so XLA writes dy in one pass.
+    return (jnp.concatenate(taps, axis=-1),)
 
 
 shifted_tap_sums.defvjp(_shifted_tap_sums_fwd, _shifted_tap_sums_bwd)
