@@ -47,7 +47,8 @@ def _timed(fn) -> float:
 
 def benchmark_cv_vmapped(data_dir: str | os.PathLike, *, dataset: str = "mr", variant: str = "rand",
                          folds: int = 10, steps: int = 20, repeats: int = 5, devices: int = 1,
-                         memory_of_one: bool = True, **overrides: Any) -> dict[str, Any]:
+                         memory_of_one: bool = True, chunk: int | None | str = "auto", **overrides: Any
+                         ) -> dict[str, Any]:
     """Paired timing of `folds` CV folds as one program vs as sequential `Run`s (see the module docstring).
 
     Args:
@@ -67,7 +68,7 @@ def benchmark_cv_vmapped(data_dir: str | os.PathLike, *, dataset: str = "mr", va
     members = protocol_members(cfg, source, [cfg.train.seed])
     k = len(members)
     pool = build_pool(cfg, source, [m.train for m in members], [m.seed for m in members])
-    program = MemberProgram(cfg, members, pool.data, tables=pool.tables)
+    program = MemberProgram(cfg, members, pool.data, tables=pool.tables, chunk=chunk)
     first = members[0]
     run = Run(first.config(cfg), pathlib.Path(tempfile.mkdtemp(prefix="jaxcnn-bench-")),
               data=pool.member_data(first.train, first.dev, first.test, first.seed))
@@ -83,7 +84,7 @@ def benchmark_cv_vmapped(data_dir: str | os.PathLike, *, dataset: str = "mr", va
     compile_seq = time.perf_counter() - start
     memory = {"K": _memory(vm_exe)}
     if memory_of_one:
-        one = MemberProgram(cfg, members[:1], pool.data, tables=pool.tables)
+        one = MemberProgram(cfg, members[:1], pool.data, tables=pool.tables, chunk=chunk)
         memory["1"] = _memory(one.train_fn.lower(one.state, {}, put(one.epoch_blocks(1, [True])[0],
                                                                     one.index_sharding), one.ctx).compile())
 
@@ -103,7 +104,7 @@ def benchmark_cv_vmapped(data_dir: str | os.PathLike, *, dataset: str = "mr", va
         pairs.append((t_vm, t_seq))
     examples = k * steps * cfg.train.batch_size
     return {"dataset": dataset, "variant": variant, "folds": k, "steps_per_block": steps, "repeats": repeats,
-            "devices": devices, "platform": jax.devices()[0].platform,
+            "devices": devices, "platform": jax.devices()[0].platform, "chunk": program.chunk,
             "ratio": statistics.median(s / v for v, s in pairs), "ratios": [s / v for v, s in pairs],
             "vmapped_examples_per_second": examples / statistics.median(v for v, _ in pairs),
             "sequential_examples_per_second": examples / statistics.median(s for _, s in pairs),

@@ -170,6 +170,56 @@ def member_step(state: TrainState, batch: dict[str, jax.Array], ctx: dict[str, A
     return new_state.replace(apply_fn=state.apply_fn), out
 
 
+def member_chunk(mesh: Mesh) -> int | None:
+    """How many members to vmap at once: None (all of them) except on a CPU with the members on one device,
+    where one member at a time runs fastest. Why: a vmapped step's activations are K times larger (MR, K=10:
+    [10, 3200, 1200] floats, 154 MB per tensor) and fall out of the CPU caches; measured on Kim's MR step
+    (2 cores), the all-vmapped program ran at 0.89x of ten sequential runs, the looped one at about 1.0x
+    (scripts/benchmark.py, "multi")."""
+    if mesh.shape[MEMBERS_AXIS] == 1 and mesh.devices.flat[0].platform == "cpu":
+        return 1
+    return None
+
+
+def over_members(fn: Callable, *, chunk: int | None, spmd: bool, ctx_axes: Mapping[str, Any] | None = None,
+                 skip_idle: bool = False) -> Callable:
+    """`fn(state, data, idx[, ctx])` over a leading member axis of state, idx and ctx (data is shared; the
+    entries of ctx whose `ctx_axes` is None too), as one program.
+
+    chunk None: `jax.vmap` over every member. chunk c: `jax.lax.map` over the members, c at a time (each chunk
+    vmapped), so only c members' activations are alive at once. `skip_idle` (for `train_steps`, which returns
+    (state, sums, first_bad_step)): with c = 1, a member whose block is all padding (stopped early) is skipped by
+    a `lax.cond` that returns what its no-op steps would: its state unchanged, zero sums, -1.
+    """
+    with_ctx = ctx_axes is not None
+    in_axes = (0, None, 0, dict(ctx_axes)) if with_ctx else (0, None, 0)
+    if chunk is None:
+        return jax.vmap(fn, in_axes=in_axes, spmd_axis_name=MEMBERS_AXIS if spmd else None)
+
+    def mapped(state, data, idx, *rest):
+        ctx = rest[0] if with_ctx else {}
+        shared = {k: v for k, v in ctx.items() if ctx_axes[k] is None}
+        own = {k: v for k, v in ctx.items() if ctx_axes[k] is not None}
+
+        def one(args):
+            s, i, c = args
+            call = (lambda: fn(s, data, i, {**c, **shared})) if with_ctx else (lambda: fn(s, data, i))
+            if not (skip_idle and chunk == 1):
+                return call()
+            _, sums, bad = jax.eval_shape(call)
+
+            def idle():
+                return (s, jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), sums),
+                        jnp.full(bad.shape, -1, bad.dtype))
+
+            return jax.lax.cond(jnp.any(i >= 0), call, idle)
+
+        # chunk 1 as a plain scan: a batch of one would be vmapped, turning the skip's cond into a select.
+        return jax.lax.map(one, (state, idx, own), batch_size=None if chunk == 1 else chunk)
+
+    return mapped
+
+
 def _select(best: PyTree, params: PyTree, improved: jax.Array) -> PyTree:
     def pick(b, p):
         return jnp.where(improved.reshape((-1,) + (1,) * (p.ndim - 1)), p, b)
@@ -258,7 +308,7 @@ class MemberProgram:
     """
 
     def __init__(self, cfg: Config, members: Sequence[Member], data: Any, *, tables: Mapping[int, np.ndarray] |
-                 None = None, mesh: Mesh | None = None):
+                 None = None, mesh: Mesh | None = None, chunk: int | None | str = "auto"):
         if not members:
             raise ConfigError("a multi-member run needs at least one member")
         self.cfg, self.members, self.data = cfg, list(members), data
@@ -284,14 +334,13 @@ class MemberProgram:
         batch_sharding = NamedSharding(self.mesh, P(DATA_AXIS)) if spmd else None
         step = functools.partial(member_step, step_fn=step_fn, sharding=batch_sharding, rebind=rebind)
         ctx_axes = {k: (None if k == "pool" else 0) for k in self.ctx}
-        vmap = functools.partial(jax.vmap, spmd_axis_name=MEMBERS_AXIS if spmd else None)
-        self.train_fn = jax.jit(vmap(functools.partial(train_steps, step_fn=step, num_classes=data.num_classes,
-                                                       sharding=batch_sharding), in_axes=(0, None, 0, ctx_axes)),
-                                donate_argnums=0)
-        self.eval_fn = jax.jit(vmap(functools.partial(evaluate_steps, eval_fn=eval_fn, num_classes=data.num_classes,
-                                                      sharding=batch_sharding), in_axes=(0, None, 0)))
-        self.logits_fn = jax.jit(vmap(functools.partial(predict_logits, sharding=batch_sharding),
-                                      in_axes=(0, None, 0)))
+        self.chunk = member_chunk(self.mesh) if chunk == "auto" else chunk
+        over = functools.partial(over_members, chunk=self.chunk, spmd=spmd)
+        train = functools.partial(train_steps, step_fn=step, num_classes=data.num_classes, sharding=batch_sharding)
+        self.train_fn = jax.jit(over(train, ctx_axes=ctx_axes, skip_idle=True), donate_argnums=0)
+        self.eval_fn = jax.jit(over(functools.partial(evaluate_steps, eval_fn=eval_fn, num_classes=data.num_classes,
+                                                      sharding=batch_sharding)))
+        self.logits_fn = jax.jit(over(functools.partial(predict_logits, sharding=batch_sharding)))
         self.select_fn = jax.jit(_select, donate_argnums=0)
 
     # -- construction ---------------------------------------------------------------------------------------

@@ -37,8 +37,8 @@ def tiny_members(data_file: str, k: int = 3, **overrides):
     return cfg, members, pool
 
 
-def train_program(cfg, members, pool, *, devices: int | None = 1, epochs: int = 2) -> MemberProgram:
-    program = MemberProgram(cfg.replace(devices=devices), members, pool.data, tables=pool.tables)
+def train_program(cfg, members, pool, *, devices: int | None = 1, epochs: int = 2, chunk="auto") -> MemberProgram:
+    program = MemberProgram(cfg.replace(devices=devices), members, pool.data, tables=pool.tables, chunk=chunk)
     for epoch in range(1, epochs + 1):
         _, bad = program.train_epoch(epoch, [True] * len(members))
         assert (bad == -1).all()

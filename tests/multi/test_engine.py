@@ -48,6 +48,23 @@ def test_member_equals_the_same_member_trained_alone(setup, tmp_path):
     assert_member(stacked, 1, alone(cfg, members[1], pool, tmp_path))
 
 
+@pytest.mark.parametrize("chunk", [None, 2])
+def test_vmapped_and_chunked_programs_equal_the_looped_one(setup, chunk):
+    # On one CPU device the program loops over members (chunk 1, the default there); all-vmapped (None) and
+    # vmapped two at a time (2 of 3: a remainder chunk) train the same members.
+    _, cfg, members, pool, looped = setup
+    program = train_program(cfg, members, pool, chunk=chunk)
+    assert program.chunk == chunk and MemberProgram(cfg.replace(devices=1), members, pool.data).chunk == 1
+    other = flat_params(program)
+    for k in range(len(members)):
+        assert_member(other, k, {n: v[k] for n, v in looped.items()})
+    # Evaluation and logits go through the same mapping.
+    looped_program = MemberProgram(cfg.replace(devices=1), members, pool.data, tables=pool.tables)
+    looped_program.state = looped_program.state.replace(params=program.state.params)
+    for a, b in zip(program.evaluate("dev"), looped_program.evaluate("dev")):
+        assert a["accuracy"] == b["accuracy"]
+
+
 def test_members_really_differ(setup):
     *_, stacked = setup
     kernel = stacked["head/kernel"]
