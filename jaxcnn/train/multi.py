@@ -188,35 +188,57 @@ def over_members(fn: Callable, *, chunk: int | None, spmd: bool, ctx_axes: Mappi
 
     chunk None: `jax.vmap` over every member. chunk c: `jax.lax.map` over the members, c at a time (each chunk
     vmapped), so only c members' activations are alive at once. `skip_idle` (for `train_steps`, which returns
-    (state, sums, first_bad_step)): with c = 1, a member whose block is all padding (stopped early) is skipped by
-    a `lax.cond` that returns what its no-op steps would: its state unchanged, zero sums, -1.
+    (state, sums, first_bad_step)) with c = 1: a `fori_loop` over the members that updates the stacked state in
+    place, and skips a member whose block is all padding (stopped early) by a `lax.cond` that returns what its
+    no-op steps would: its state unchanged, zero sums, -1.
     """
     with_ctx = ctx_axes is not None
     in_axes = (0, None, 0, dict(ctx_axes)) if with_ctx else (0, None, 0)
     if chunk is None:
         return jax.vmap(fn, in_axes=in_axes, spmd_axis_name=MEMBERS_AXIS if spmd else None)
 
-    def mapped(state, data, idx, *rest):
-        ctx = rest[0] if with_ctx else {}
-        shared = {k: v for k, v in ctx.items() if ctx_axes[k] is None}
-        own = {k: v for k, v in ctx.items() if ctx_axes[k] is not None}
+    def split(ctx):
+        return ({k: v for k, v in ctx.items() if ctx_axes[k] is not None},
+                {k: v for k, v in ctx.items() if ctx_axes[k] is None})
 
-        def one(args):
-            s, i, c = args
-            call = (lambda: fn(s, data, i, {**c, **shared})) if with_ctx else (lambda: fn(s, data, i))
-            if not (skip_idle and chunk == 1):
-                return call()
-            _, sums, bad = jax.eval_shape(call)
+    def call(s, data, i, own, shared):
+        return fn(s, data, i, {**own, **shared}) if with_ctx else fn(s, data, i)
+
+    def mapped(state, data, idx, *rest):
+        own, shared = split(rest[0]) if with_ctx else ({}, {})
+        return jax.lax.map(lambda a: call(a[0], data, a[1], a[2], shared), (state, idx, own),
+                           batch_size=None if chunk == 1 else chunk)
+
+    def looped(state, data, idx, *rest):
+        # One member at a time, its new state written back into the stacked carry in place (a map would stack
+        # the new states into a second buffer as large as all of them).
+        own, shared = split(rest[0]) if with_ctx else ({}, {})
+
+        def member(tree, m):
+            return jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, m, keepdims=False), tree)
+
+        _, sums_shape, bad_shape = jax.eval_shape(lambda: call(member(state, 0), data, idx[0], member(own, 0),
+                                                               shared))
+        k = idx.shape[0]
+        sums0 = jax.tree.map(lambda a: jnp.zeros((k, *a.shape), a.dtype), sums_shape)
+        bad0 = jnp.full((k, *bad_shape.shape), -1, bad_shape.dtype)
+
+        def body(m, carry):
+            states, sums, bad = carry
+            s, i = member(states, m), member(idx, m)
 
             def idle():
-                return (s, jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), sums),
-                        jnp.full(bad.shape, -1, bad.dtype))
+                return (s, jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), sums_shape),
+                        jnp.full(bad_shape.shape, -1, bad_shape.dtype))
 
-            return jax.lax.cond(jnp.any(i >= 0), call, idle)
+            out = jax.lax.cond(jnp.any(i >= 0), lambda: call(s, data, i, member(own, m), shared), idle)
+            return jax.tree.map(lambda whole, one: jax.lax.dynamic_update_index_in_dim(whole, one, m, 0),
+                                (states, sums, bad), out)
 
-        # chunk 1 as a plain scan: a batch of one would be vmapped, turning the skip's cond into a select.
-        return jax.lax.map(one, (state, idx, own), batch_size=None if chunk == 1 else chunk)
+        return jax.lax.fori_loop(0, k, body, (state, sums0, bad0))
 
+    if chunk == 1 and skip_idle:
+        return looped
     return mapped
 
 
