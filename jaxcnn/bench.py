@@ -311,6 +311,20 @@ def bench_peak_memory(data_dir: str) -> dict[str, Any]:
     return {"peak_rss_mb": kb / 1024}
 
 
+def bench_multi(data_dir: str) -> dict[str, Any]:
+    """MR's 10 CV folds as one program against ten sequential runs (`jaxcnn.bench_multi`), paired blocks."""
+    from jaxcnn.bench_multi import benchmark_cv_vmapped
+
+    r = benchmark_cv_vmapped(data_dir, repeats=5)
+    mb = {k: round(sum(v.get(f, 0) for f in ("argument_size_in_bytes", "temp_size_in_bytes")) / 2 ** 20)
+          for k, v in r["memory"].items()}
+    return {"members": r["folds"], "chunk": r["chunk"], "ratio": r["ratio"],
+            "ratios": " ".join(f"{x:.3f}" for x in r["ratios"]),
+            "program_examples_per_s": r["vmapped_examples_per_second"],
+            "sequential_examples_per_s": r["sequential_examples_per_second"],
+            "compile_seconds": r["compile_seconds"], "compiled_block_mb": mb}
+
+
 def bench_encode(data_dir: str) -> dict[str, Any]:
     from jaxcnn.data.bench import benchmark_encode
 
@@ -326,6 +340,7 @@ BENCHMARKS: dict[str, Callable[[str], dict[str, Any]]] = {
     "lazy_update": bench_lazy_update,
     "memory": bench_peak_memory,
     "encode": bench_encode,
+    "multi": bench_multi,
 }
 
 

@@ -1,4 +1,7 @@
-"""Benchmark: K CV folds as one vmapped program against K sequential runs of the normal trainer.
+"""Benchmark: K CV folds as one program against K sequential runs of the normal trainer.
+
+The program walks its members as `MemberProgram` does by default (vmapped, or looped on one CPU device: see
+`jaxcnn.train.multi.member_chunk`); `chunk=` forces a way.
 
 `benchmark_cv_vmapped(data_dir)` builds MR's 10 folds (CNN-rand, Kim's recipe) as one `MemberProgram` and fold 0
 as a normal `Run` on the same data. Folds differ by at most one example, so every sequential run executes the same
@@ -8,10 +11,7 @@ times; the ratio is the median of the paired ratios (the machine is shared: abso
 hold). ratio > 1 means the one program trains more examples per second than the sequential runs.
 
 It also reports the compile time of each (a sequential CV compiles K times, the program once) and XLA's memory
-analysis of one compiled block for 1 and K members. `scripts/benchmark.py` / `jaxcnn bench` can register it:
-
-    from jaxcnn.bench_multi import benchmark_cv_vmapped
-    BENCHMARKS["cv_vmapped"] = benchmark_cv_vmapped
+analysis of one compiled block for 1 and K members. `scripts/benchmark.py` / `jaxcnn bench` run it as "multi".
 """
 
 from __future__ import annotations
