@@ -7,6 +7,8 @@
 # and one SST-1 phrase-level epoch, and prints wall times and accuracies as JSON lines. Goals on one H200: the
 # whole MR protocol in under 60 s; an SST-1 phrase epoch in under 1 s.
 #
+# MR_EPOCHS=1 bash scripts/gpu_check.sh DATA_DIR is a smoke run of the same commands (e.g. on a CPU, a few minutes).
+#
 # Nothing is downloaded. Packages the GPU image lacks (datasets and its small dependencies) travel as wheels in
 # .whl/ beside this repository; make them on a machine with pip access:
 #     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
@@ -14,6 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA_DIR="${1:-${JAXCNN_DATA_DIR:-../shared/data}}"
+MR_EPOCHS="${MR_EPOCHS:-25}"
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
   export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
@@ -25,13 +28,13 @@ python3 -c "import jax; print('devices:', jax.devices())"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 
 start=$(date +%s.%N)
-python3 -m jaxcnn.cli -q cv --dataset mr --variant rand --folds 10 --seeds 1 --epochs 25 --data-dir "$DATA_DIR" \
+python3 -m jaxcnn.cli -q cv --dataset mr --variant rand --folds 10 --seeds 1 --epochs "$MR_EPOCHS" --data-dir "$DATA_DIR" \
   --workdir "$OUT/mr-cv" --no-progress --no-tensorboard
 end=$(date +%s.%N)
 python3 - "$OUT/mr-cv" "$start" "$end" <<'PY'
 import json, pathlib, sys
 res = json.loads((pathlib.Path(sys.argv[1]) / "results.json").read_text())
-print(json.dumps({"check": "mr_10fold_25epochs", "wall_seconds": float(sys.argv[3]) - float(sys.argv[2]),
+print(json.dumps({"check": f"mr_10fold_{res['epochs']}epochs", "wall_seconds": float(sys.argv[3]) - float(sys.argv[2]),
                   "mean_test_accuracy": res["aggregate"]["members"]["mean"], "per_fold": [m["test_accuracy"] for m in res["members"]]}))
 PY
 
