@@ -5,7 +5,8 @@ Sequences are `[batch, length, channels]`, images `[batch, height, width, channe
 naming the layer. The table with every shape is `docs/layers.md`.
 
 Contents
-  conv        Conv, DepthwiseSeparableConv, ConvTranspose, PointwiseConv, MultiScaleConv (Kim's 3/4/5 bank), bank_taps
+  conv        Conv, DepthwiseSeparableConv, ConvTranspose, PointwiseConv, MultiScaleConv (Kim's 3/4/5 bank), bank_taps,
+              shifted_tap_sums
   pool        max_pool, avg_pool, global_max_pool, global_avg_pool, adaptive_max_pool, adaptive_avg_pool,
               masked_max_over_time, masked_mean_over_time, k_max_pool
   masking     sequence_mask, conv_output_mask
@@ -15,7 +16,8 @@ Contents
               receptive_field, ReceptiveField, conv_param_count, count_params
 """
 
-from jaxcnn.layers.conv import Conv, ConvTranspose, DepthwiseSeparableConv, MultiScaleConv, PointwiseConv, bank_taps
+from jaxcnn.layers.conv import (Conv, ConvTranspose, DepthwiseSeparableConv, MultiScaleConv, PointwiseConv, bank_taps,
+                                shifted_tap_sums)
 from jaxcnn.layers.masking import conv_output_mask, sequence_mask
 from jaxcnn.layers.norm import BatchNorm, GroupNorm, InstanceNorm, LayerNorm, MaskedBatchNorm, MaskedInstanceNorm
 from jaxcnn.layers.pool import (adaptive_avg_pool, adaptive_max_pool, avg_pool, global_avg_pool, global_max_pool,
@@ -25,7 +27,7 @@ from jaxcnn.layers.shapes import (ReceptiveField, conv_output_size, conv_param_c
                                   pool_output_size, receptive_field, transposed_cropping, transposed_output_size)
 
 __all__ = [
-    "Conv", "ConvTranspose", "DepthwiseSeparableConv", "MultiScaleConv", "PointwiseConv", "bank_taps",
+    "Conv", "ConvTranspose", "DepthwiseSeparableConv", "MultiScaleConv", "PointwiseConv", "bank_taps", "shifted_tap_sums",
     "max_pool", "avg_pool", "global_max_pool", "global_avg_pool", "adaptive_max_pool", "adaptive_avg_pool",
     "masked_max_over_time", "masked_mean_over_time", "k_max_pool",
     "sequence_mask", "conv_output_mask",
