@@ -300,7 +300,7 @@ def bench_peak_memory(data_dir: str) -> dict[str, Any]:
 
     Read as the process's own high-water mark (Linux: VmHWM), not `ru_maxrss`: Linux carries `ru_maxrss` across
     exec, so a child forked from this (by then large) benchmark process would report the parent's size."""
-    code = ("import resource, sys, tempfile, logging; from jaxcnn.cli import main; "
+    code = ("import sys, tempfile; from jaxcnn.cli import main; "
             "d = tempfile.mkdtemp(); main(['-q', 'train', '--dataset', 'mr', '--data-dir', sys.argv[1], "
             "'--workdir', d, '--epochs', '1', '--devices', '1', '--no-progress', '--no-plots']); "
             "from jaxcnn.bench import peak_rss_kb; print(peak_rss_kb())")

@@ -115,7 +115,6 @@ def _install_unraisable_filter() -> None:
 _install_unraisable_filter()
 
 
-
 class _OrbaxEchoes(logging.Filter):
     """Drops Orbax's absl log records that repeat what the manager reports itself: tracebacks (every Orbax
     failure reaches the caller as an exception, which the manager turns into a one-line WorkdirError or, for a

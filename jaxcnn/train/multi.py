@@ -174,8 +174,8 @@ def member_chunk(mesh: Mesh) -> int | None:
     """How many members to vmap at once: None (all of them) except on a CPU with the members on one device,
     where one member at a time runs fastest. Why: a vmapped step's activations are K times larger (MR, K=10:
     [10, 3200, 1200] floats, 154 MB per tensor) and fall out of the CPU caches; measured on Kim's MR step
-    (2 cores), the all-vmapped program ran at 0.89x of ten sequential runs, the looped one at about 1.0x
-    (scripts/benchmark.py, "multi")."""
+    (2 cores), the all-vmapped program ran at 0.92x of ten sequential runs, the looped one at 0.98x (medians of
+    6 interleaved pairs; scripts/benchmark.py, "multi")."""
     if mesh.shape[MEMBERS_AXIS] == 1 and mesh.devices.flat[0].platform == "cpu":
         return 1
     return None
@@ -227,11 +227,8 @@ def over_members(fn: Callable, *, chunk: int | None, spmd: bool, ctx_axes: Mappi
             states, sums, bad = carry
             s, i = member(states, m), member(idx, m)
 
-            def idle():
-                return (s, jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), sums_shape),
-                        jnp.full(bad_shape.shape, -1, bad_shape.dtype))
-
-            out = jax.lax.cond(jnp.any(i >= 0), lambda: call(s, data, i, member(own, m), shared), idle)
+            out = jax.lax.cond(jnp.any(i >= 0), lambda: call(s, data, i, member(own, m), shared),
+                               lambda: (s, member(sums0, m), member(bad0, m)))
             return jax.tree.map(lambda whole, one: jax.lax.dynamic_update_index_in_dim(whole, one, m, 0),
                                 (states, sums, bad), out)
 
