@@ -325,6 +325,18 @@ def bench_multi(data_dir: str) -> dict[str, Any]:
             "compile_seconds": r["compile_seconds"], "compiled_block_mb": mb}
 
 
+def bench_multi_processes(data_dir: str) -> dict[str, Any]:
+    """`jaxcnn cv` on MR's 10 folds against ten `jaxcnn train --fold k` processes, end to end, 2 epochs."""
+    from jaxcnn.bench_multi import benchmark_cv_processes
+
+    r = benchmark_cv_processes(data_dir, epochs=2)
+    return {"members": r["folds"], "epochs": r["epochs"], "ratio": r["ratio"], "train_ratio": r["train_ratio"],
+            "program_wall_s": r["wall_seconds"]["program"], "sequential_wall_s": r["wall_seconds"]["sequential"],
+            "program_train_s": r["train_seconds"]["program"], "sequential_train_s": r["train_seconds"]["sequential"],
+            "program_test_accuracy_mean": sum(r["test_accuracy"]["program"]) / r["folds"],
+            "sequential_test_accuracy_mean": sum(r["test_accuracy"]["sequential"]) / r["folds"]}
+
+
 def bench_encode(data_dir: str) -> dict[str, Any]:
     from jaxcnn.data.bench import benchmark_encode
 
@@ -341,6 +353,7 @@ BENCHMARKS: dict[str, Callable[[str], dict[str, Any]]] = {
     "memory": bench_peak_memory,
     "encode": bench_encode,
     "multi": bench_multi,
+    "multi_processes": bench_multi_processes,
 }
 
 

@@ -16,11 +16,15 @@ analysis of one compiled block for 1 and K members. `scripts/benchmark.py` / `ja
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -109,3 +113,46 @@ def benchmark_cv_vmapped(data_dir: str | os.PathLike, *, dataset: str = "mr", va
             "vmapped_examples_per_second": examples / statistics.median(v for v, _ in pairs),
             "sequential_examples_per_second": examples / statistics.median(s for _, s in pairs),
             "compile_seconds": {"vmapped": compile_vm, "sequential_per_run": compile_seq}, "memory": memory}
+
+
+def _cli(args: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "jaxcnn.cli", "-q", *args], check=True, env=env, capture_output=True,
+                   text=True, timeout=7200)
+    return time.perf_counter() - start
+
+
+def benchmark_cv_processes(data_dir: str | os.PathLike, *, dataset: str = "mr", variant: str = "rand",
+                           folds: int = 10, epochs: int = 1, extra: Sequence[str] = ()) -> dict[str, Any]:
+    """End to end, as a user runs them: `jaxcnn cv --folds K` (one process, one program) against K sequential
+    `jaxcnn train --fold k` processes, the same epochs, evaluation and checkpoints on both sides (plots and
+    TensorBoard off on both; `extra` flags go to both). Each side's wall time includes what a run costs besides its steps: starting Python
+    and JAX, loading and encoding the data, compiling, evaluating each epoch, saving checkpoints.
+
+    Returns:
+      {"ratio": K runs' wall seconds / the program's, "train_ratio": the same over training seconds only (each
+       side's own count of time inside its epochs' training blocks), "wall_seconds": {"program", "sequential"},
+       "per_run_seconds": [...], "test_accuracy": {"program": [...], "sequential": [...]} per fold, ...}.
+      The folds' models are not identical: the program fits one vocabulary on all its members' training rows
+      (Kim's, `jaxcnn.experiments.pool`), a lone run on its own, so the random tables differ; the work per step
+      is the same up to the program's slightly larger table.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    common = ["--dataset", dataset, "--variant", variant, "--folds", str(folds), "--epochs", str(epochs),
+              "--data-dir", str(data_dir), "--devices", "1", "--no-progress", "--no-plots", "--no-tensorboard", *extra]
+    with tempfile.TemporaryDirectory(prefix="jaxcnn-bench-cv-") as tmp:
+        root = pathlib.Path(tmp)
+        program_wall = _cli(["cv", *common, "--seeds", "1", "--workdir", str(root / "cv")], env)
+        per_run = [_cli(["train", *common, "--fold", str(k), "--workdir", str(root / f"fold{k}")], env)
+                   for k in range(folds)]
+        members = json.loads((root / "cv" / "members.json").read_text())
+        runs = [json.loads((root / f"fold{k}" / "summary.json").read_text()) for k in range(folds)]
+    program_train = sum(m["train_examples"] for m in members) * epochs / members[0]["program_examples_per_second"]
+    sequential_train = sum(r["train_examples"] * epochs / r["train_examples_per_second"] for r in runs)
+    return {"dataset": dataset, "variant": variant, "folds": folds, "epochs": epochs,
+            "ratio": sum(per_run) / program_wall, "train_ratio": sequential_train / program_train,
+            "wall_seconds": {"program": program_wall, "sequential": sum(per_run)},
+            "train_seconds": {"program": program_train, "sequential": sequential_train},
+            "per_run_seconds": per_run,
+            "test_accuracy": {"program": [m["test_accuracy"] for m in members],
+                              "sequential": [r["test_accuracy"] for r in runs]}}

@@ -184,6 +184,19 @@ def test_benchmark_reports_paired_ratio_and_memory(data_dir):
     assert out["memory"]["K"]["argument_size_in_bytes"] > 0 and out["compile_seconds"]["vmapped"] > 0
 
 
+@pytest.mark.slow
+def test_process_benchmark_runs_the_program_and_each_fold_alone(data_dir):
+    from jaxcnn.bench_multi import benchmark_cv_processes
+
+    out = benchmark_cv_processes(data_dir, folds=2, epochs=1, extra=["--maps", "4", "--embed-dim", "8",
+                                                                     "--windows", "2", "3"])
+    assert len(out["per_run_seconds"]) == 2 and out["ratio"] > 0 and out["train_ratio"] > 0
+    assert out["wall_seconds"]["sequential"] == pytest.approx(sum(out["per_run_seconds"]))
+    for side in ("program", "sequential"):
+        accs = out["test_accuracy"][side]
+        assert len(accs) == 2 and all(0.0 < a < 1.0 for a in accs), (side, accs)
+
+
 @pytest.mark.parametrize("args, message", [
     (["search"], "give either --grid SPEC or --random N"),
     (["search", "--random", "3"], "--random: needs --ranges"),
