@@ -169,6 +169,7 @@ def test_reproduce_quick_writes_table_and_plot(tmp_path, data_dir, capsys):
     assert cli.main(args) == 0
     table = (workdir / "table.md").read_text()
     assert "| trec | rand |" in table and "91.2" in table and "88.2" in table
+    assert "| best epochs |" in table and "| 1 | 1 |" in table  # 1 epoch run of 1, best at epoch 1
     assert (workdir / "seeds.png").stat().st_size > 1000
     assert json.loads((workdir / "results.json").read_text())["rows"][0]["epochs"] == 1
 
