@@ -44,6 +44,8 @@ def add_parsers(sub, add_config_flags: Callable[[argparse.ArgumentParser], None]
     rep.add_argument("--seeds", default="1", help="seeds per set: a count or a comma list (default 1)")
     rep.add_argument("--quick", action="store_true",
                      help="minutes, not hours: 3 folds, 3 epochs, a smaller model, SST on sentences (flags given win)")
+    rep.add_argument("--table-only", action="store_true",
+                     help="train nothing: write the table and plot from the sets already finished in --workdir")
 
 
 def _common(parser: argparse.ArgumentParser, add_config_flags) -> None:
@@ -109,8 +111,9 @@ def cmd_reproduce(ns: argparse.Namespace) -> int:
     cfg = config_from_args(ns)
     result = reproduce.reproduce(cfg, ns.workdir, datasets=ns.datasets, variants=ns.variants,
                                  seeds=parse_seeds(ns.seeds, cfg.train.seed), quick=ns.quick,
-                                 explicit=[k for k in reproduce.QUICK if hasattr(ns, k)])
-    print(json.dumps({"table": result["table_path"], "plot": result["plot_path"], "rows": len(result["rows"])}))
+                                 explicit=[k for k in reproduce.QUICK if hasattr(ns, k)], table_only=ns.table_only)
+    print(json.dumps({"table": result["table_path"], "plot": result["plot_path"], "rows": len(result["rows"]),
+                      "unfinished": result["unfinished"]}))
     return 0
 
 

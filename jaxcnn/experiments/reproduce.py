@@ -13,6 +13,7 @@ random embeddings, SST trained on sentences (not phrases). Its numbers are below
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import pathlib
@@ -56,13 +57,19 @@ def _names(text: str, choices: Sequence[str], flag: str) -> list[str]:
 
 
 def reproduce(cfg: Config, workdir: str | pathlib.Path, *, datasets: str = "all", variants: str = "rand",
-              seeds: Sequence[int] = (0,), quick: bool = False, explicit: Sequence[str] = ()) -> dict[str, Any]:
+              seeds: Sequence[int] = (0,), quick: bool = False, explicit: Sequence[str] = (),
+              table_only: bool = False) -> dict[str, Any]:
     """Runs (or resumes) every dataset x variant and writes the table and plot.
+
+    `--embeddings` serves the pretrained variants; CNN-rand rows run without it, so one command can ask for
+    `--variants rand,static,non-static,multichannel`.
 
     Args:
       quick: apply `QUICK`, except the fields named in `explicit` (given on the command line).
+      table_only: train nothing: the table and plot of the sets already finished in `workdir` (each from its
+        own results.json), the others listed as not finished. For a look while a long run goes on elsewhere.
     Returns:
-      {"rows": [...], "table_path", "plot_path"}.
+      {"rows": [...], "table_path", "plot_path", "unfinished": ["dataset-variant", ...]}.
     """
     workdir = pathlib.Path(workdir)
     kinds = _names(variants, VARIANTS, "--variants")
@@ -70,22 +77,37 @@ def reproduce(cfg: Config, workdir: str | pathlib.Path, *, datasets: str = "all"
              else _names(datasets, list(data_lib.DATASETS), "--datasets"))
     if not names:
         raise ConfigError(f"--datasets all: no benchmark set found in {cfg.data.data_dir}")
-    rows = []
+    rows, unfinished = [], []
     for variant in kinds:
         for name in names:
             overrides: dict[str, Any] = {"dataset": name, "variant": variant, "train_file": None}
+            if variant == "rand":
+                overrides["embeddings"] = None
             if quick:
                 overrides.update({k: v for k, v in QUICK.items() if k not in explicit})
             run_cfg = cfg.replace(**overrides).validate()
-            log.info("reproduce: %s CNN-%s", name, variant)
-            result = cross_validate(run_cfg, workdir / f"{name}-{variant}", seeds)
+            set_dir = workdir / f"{name}-{variant}"
+            if table_only:
+                done = set_dir / "results.json"
+                if not done.is_file():
+                    unfinished.append(f"{name}-{variant}")
+                    continue
+                result = json.loads(done.read_text())
+                saved = json.loads((set_dir / "config.json").read_text())  # the program's: config + members
+                run_cfg = Config.from_dict({k: v for k, v in saved.items() if k != "members"})
+            else:
+                log.info("reproduce: %s CNN-%s", name, variant)
+                result = cross_validate(run_cfg, set_dir, seeds)
             rows.append(_row(result, run_cfg))
-    table = _table(rows, quick)
+    if not rows:
+        raise ConfigError(f"--table-only: no finished set in {workdir} (unfinished: {', '.join(unfinished)})")
+    table = _table(rows, quick, unfinished)
     atomic_write_text(workdir / "table.md", table)
     atomic_write_json(workdir / "results.json", {"quick": quick, "seeds": list(seeds), "rows": rows})
     report.plot_seed_dots(rows, workdir / "seeds.png", title="Kim (2014) Table 2: ours per seed vs the paper"
                           + (" (quick mode)" if quick else ""))
-    return {"rows": rows, "table_path": str(workdir / "table.md"), "plot_path": str(workdir / "seeds.png")}
+    return {"rows": rows, "table_path": str(workdir / "table.md"), "plot_path": str(workdir / "seeds.png"),
+            "unfinished": unfinished}
 
 
 def _row(result: dict[str, Any], cfg: Config) -> dict[str, Any]:
@@ -93,7 +115,8 @@ def _row(result: dict[str, Any], cfg: Config) -> dict[str, Any]:
     return {"dataset": cfg.data.dataset, "variant": cfg.model.variant, "protocol": result["protocol"],
             "folds": result["folds"], "epochs": cfg.train.epochs,
             "epochs_run": max(m["epochs"] for m in result["members"]),
-            "best_epochs": [m["best_epoch"] for m in result["members"]], "per_seed": agg["per_seed"], **{
+            "best_epochs": [m["best_epoch"] for m in result["members"]], "members": agg["members"],
+            "per_seed": agg["per_seed"], **{
                 f"test_{k}": v for k, v in agg["seeds"].items()},
             "kim_2014": report.KIM_2014.get(cfg.data.dataset, {}).get(cfg.model.variant),
             "torch_port": report.TORCH_PORT.get(cfg.data.dataset, {}).get(cfg.model.variant),
@@ -101,19 +124,21 @@ def _row(result: dict[str, Any], cfg: Config) -> dict[str, Any]:
             "config": dataclasses.asdict(cfg.model)}
 
 
-def _table(rows: Sequence[dict[str, Any]], quick: bool) -> str:
+def _table(rows: Sequence[dict[str, Any]], quick: bool, unfinished: Sequence[str] = ()) -> str:
     lines = ["# Kim (2014) Table 2, reproduced" + (" (quick mode: not comparable)" if quick else ""), "",
              "Test accuracy (%). Ours: mean ± std over seeds (CV sets: each seed's mean over folds), with min and "
-             "max. Epochs: run of the most (early stopping on dev), and the best dev epoch of each member (its test "
+             "max. Every member: each fold and seed on its own, mean ± std (min-max). Epochs: run of the most (early stopping on dev), and the best dev epoch of each member (its test "
              "score is the one counted).", "",
-             "| dataset | variant | ours | min | max | seeds | Kim (2014) | sent-conv-torch | protocol | epochs | "
-             "best epochs | wall time |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| dataset | variant | ours | min | max | seeds | every member | Kim (2014) | sent-conv-torch | protocol | "
+             "epochs | best epochs | wall time |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         s = {k[5:]: r[k] for k in ("test_mean", "test_std", "test_min", "test_max", "test_n")}
         protocol = f"{r['folds']}-fold CV" if r["protocol"] == "cv" else r["protocol"]
         lines.append(f"| {r['dataset']} | {r['variant']} | {report.mean_std(s)} | {report.pct(s['min'])} | "
-                     f"{report.pct(s['max'])} | {s['n']} | {r['kim_2014'] or '-'} | {r['torch_port'] or '-'} | "
+                     f"{report.pct(s['max'])} | {s['n']} | {_spread(r['members'])} | {r['kim_2014'] or '-'} | {r['torch_port'] or '-'} | "
                      f"{protocol} | {_epochs(r)} | {_best(r['best_epochs'])} | {r['wall_seconds'] / 60:.0f} min |")
+    if unfinished:
+        lines += ["", f"Not finished yet: {', '.join(unfinished)}."]
     return "\n".join([*lines, ""])
 
 
@@ -127,3 +152,9 @@ def _best(epochs: Sequence[int]) -> str:
         return "-"
     lo, hi = min(epochs), max(epochs)
     return str(lo) if lo == hi else f"{lo}-{hi} (median {statistics.median(epochs):g})"
+
+
+def _spread(s: dict[str, Any]) -> str:
+    if s["n"] < 2:
+        return "-"
+    return f"{report.mean_std(s)} ({report.pct(s['min'])}-{report.pct(s['max'])})"

@@ -173,6 +173,17 @@ def test_reproduce_quick_writes_table_and_plot(tmp_path, data_dir, capsys):
     assert (workdir / "seeds.png").stat().st_size > 1000
     assert json.loads((workdir / "results.json").read_text())["rows"][0]["epochs"] == 1
 
+    # --table-only trains nothing: the finished set's row from its results, the missing one named; and a rand
+    # row ignores --embeddings (its workdir was made without), so one command can list every variant.
+    (workdir / "table.md").unlink()
+    assert cli.main([*args, "--table-only", "--datasets", "trec,mr", "--embeddings", "/no/such.bin"]) == 0
+    table = (workdir / "table.md").read_text()
+    assert "| trec | rand |" in table and "Not finished yet: mr-rand." in table
+    assert not (workdir / "mr-rand").exists()
+    assert cli.main([*args, "--table-only", "--datasets", "mr"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "--table-only: no finished set" in err and len(err.splitlines()) == 1
+
 
 @pytest.mark.slow
 def test_benchmark_reports_paired_ratio_and_memory(data_dir):
