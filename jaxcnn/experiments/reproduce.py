@@ -99,7 +99,7 @@ def reproduce(cfg: Config, workdir: str | pathlib.Path, *, datasets: str = "all"
                 log.info("reproduce: %s CNN-%s", name, variant)
                 result = cross_validate(run_cfg, set_dir, seeds)
             rows.append(_row(result, run_cfg))
-    if not rows:
+    if table_only and not rows:
         raise ConfigError(f"--table-only: no finished set in {workdir} (unfinished: {', '.join(unfinished)})")
     table = _table(rows, quick, unfinished)
     atomic_write_text(workdir / "table.md", table)
@@ -127,16 +127,17 @@ def _row(result: dict[str, Any], cfg: Config) -> dict[str, Any]:
 def _table(rows: Sequence[dict[str, Any]], quick: bool, unfinished: Sequence[str] = ()) -> str:
     lines = ["# Kim (2014) Table 2, reproduced" + (" (quick mode: not comparable)" if quick else ""), "",
              "Test accuracy (%). Ours: mean ± std over seeds (CV sets: each seed's mean over folds), with min and "
-             "max. Every member: each fold and seed on its own, mean ± std (min-max). Epochs: run of the most (early stopping on dev), and the best dev epoch of each member (its test "
-             "score is the one counted).", "",
+             "max. Every member: each fold and seed on its own, mean ± std (min-max). Epochs: run of the most "
+             "(early stopping on dev), and the best dev epoch of each member (its test score is the one counted).",
+             "",
              "| dataset | variant | ours | min | max | seeds | every member | Kim (2014) | sent-conv-torch | protocol | "
              "epochs | best epochs | wall time |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         s = {k[5:]: r[k] for k in ("test_mean", "test_std", "test_min", "test_max", "test_n")}
         protocol = f"{r['folds']}-fold CV" if r["protocol"] == "cv" else r["protocol"]
         lines.append(f"| {r['dataset']} | {r['variant']} | {report.mean_std(s)} | {report.pct(s['min'])} | "
-                     f"{report.pct(s['max'])} | {s['n']} | {_spread(r['members'])} | {r['kim_2014'] or '-'} | {r['torch_port'] or '-'} | "
-                     f"{protocol} | {_epochs(r)} | {_best(r['best_epochs'])} | {r['wall_seconds'] / 60:.0f} min |")
+                     f"{report.pct(s['max'])} | {s['n']} | {_spread(r['members'])} | {r['kim_2014'] or '-'} | "
+                     f"{r['torch_port'] or '-'} | {protocol} | {_epochs(r)} | {_best(r['best_epochs'])} | {r['wall_seconds'] / 60:.0f} min |")
     if unfinished:
         lines += ["", f"Not finished yet: {', '.join(unfinished)}."]
     return "\n".join([*lines, ""])
