@@ -12,6 +12,9 @@ hold). ratio > 1 means the one program trains more examples per second than the 
 
 It also reports the compile time of each (a sequential CV compiles K times, the program once) and XLA's memory
 analysis of one compiled block for 1 and K members. `scripts/benchmark.py` / `jaxcnn bench` run it as "multi".
+
+`benchmark_cv_processes(data_dir)` is the end-to-end view ("multi_processes"): `jaxcnn cv` as one process against
+K `jaxcnn train --fold k` processes, start-up, compile, evaluation and checkpoints included.
 """
 
 from __future__ import annotations
@@ -126,8 +129,9 @@ def benchmark_cv_processes(data_dir: str | os.PathLike, *, dataset: str = "mr", 
                            folds: int = 10, epochs: int = 1, extra: Sequence[str] = ()) -> dict[str, Any]:
     """End to end, as a user runs them: `jaxcnn cv --folds K` (one process, one program) against K sequential
     `jaxcnn train --fold k` processes, the same epochs, evaluation and checkpoints on both sides (plots and
-    TensorBoard off on both; `extra` flags go to both). Each side's wall time includes what a run costs besides its steps: starting Python
-    and JAX, loading and encoding the data, compiling, evaluating each epoch, saving checkpoints.
+    TensorBoard off on both; `extra` flags go to both). Each side's wall time includes what a run costs besides its
+    steps: starting Python and JAX, loading and encoding the data, compiling, evaluating each epoch, saving
+    checkpoints.
 
     Returns:
       {"ratio": K runs' wall seconds / the program's, "train_ratio": the same over training seconds only (each

@@ -130,14 +130,15 @@ def _table(rows: Sequence[dict[str, Any]], quick: bool, unfinished: Sequence[str
              "max. Every member: each fold and seed on its own, mean ± std (min-max). Epochs: run of the most "
              "(early stopping on dev), and the best dev epoch of each member (its test score is the one counted).",
              "",
-             "| dataset | variant | ours | min | max | seeds | every member | Kim (2014) | sent-conv-torch | protocol | "
-             "epochs | best epochs | wall time |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| dataset | variant | ours | min | max | seeds | every member | Kim (2014) | sent-conv-torch | "
+             "protocol | epochs | best epochs | wall time |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         s = {k[5:]: r[k] for k in ("test_mean", "test_std", "test_min", "test_max", "test_n")}
         protocol = f"{r['folds']}-fold CV" if r["protocol"] == "cv" else r["protocol"]
         lines.append(f"| {r['dataset']} | {r['variant']} | {report.mean_std(s)} | {report.pct(s['min'])} | "
                      f"{report.pct(s['max'])} | {s['n']} | {_spread(r['members'])} | {r['kim_2014'] or '-'} | "
-                     f"{r['torch_port'] or '-'} | {protocol} | {_epochs(r)} | {_best(r['best_epochs'])} | {r['wall_seconds'] / 60:.0f} min |")
+                     f"{r['torch_port'] or '-'} | {protocol} | {_epochs(r)} | {_best(r['best_epochs'])} | "
+                     f"{r['wall_seconds'] / 60:.0f} min |")
     if unfinished:
         lines += ["", f"Not finished yet: {', '.join(unfinished)}."]
     return "\n".join([*lines, ""])
