@@ -13,7 +13,6 @@ random embeddings, SST trained on sentences (not phrases). Its numbers are below
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import pathlib
@@ -23,6 +22,7 @@ from typing import Any
 
 from jaxcnn import data as data_lib
 from jaxcnn.configs import VARIANTS, Config
+from jaxcnn.data.readers import read_json
 from jaxcnn.errors import ConfigError
 from jaxcnn.experiments import report
 from jaxcnn.experiments.cv import cross_validate
@@ -92,8 +92,9 @@ def reproduce(cfg: Config, workdir: str | pathlib.Path, *, datasets: str = "all"
                 if not done.is_file():
                     unfinished.append(f"{name}-{variant}")
                     continue
-                result = json.loads(done.read_text())
-                saved = json.loads((set_dir / "config.json").read_text())  # the program's: config + members
+                # The finished program's own files (a damaged one is a one-line error naming it).
+                result = read_json(done)
+                saved = read_json(set_dir / "config.json")  # the shared config and the members
                 run_cfg = Config.from_dict({k: v for k, v in saved.items() if k != "members"})
             else:
                 log.info("reproduce: %s CNN-%s", name, variant)
