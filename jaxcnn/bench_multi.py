@@ -77,7 +77,9 @@ def benchmark_cv_vmapped(data_dir: str | os.PathLike, *, dataset: str = "mr", va
     pool = build_pool(cfg, source, [m.train for m in members], [m.seed for m in members])
     program = MemberProgram(cfg, members, pool.data, tables=pool.tables, chunk=chunk)
     first = members[0]
-    run = Run(first.config(cfg), pathlib.Path(tempfile.mkdtemp(prefix="jaxcnn-bench-")),
+    # The sequential Run needs a workdir but writes nothing worth keeping: removed at the end (by the finalizer if timing fails).
+    workdir = tempfile.TemporaryDirectory(prefix="jaxcnn-bench-")
+    run = Run(first.config(cfg), pathlib.Path(workdir.name),
               data=pool.member_data(first.train, first.dev, first.test, first.seed))
     vm_block = put(program.epoch_blocks(1, [True] * k)[0], program.index_sharding)
     seq_block = parallel.replicate(epoch_indices(len(first.train), cfg.train.batch_size, run.batch, first.seed, 1,
@@ -109,6 +111,7 @@ def benchmark_cv_vmapped(data_dir: str | os.PathLike, *, dataset: str = "mr", va
         t_vm = _timed(vmapped)
         t_seq = sum(_timed(one_run) for _ in range(k))
         pairs.append((t_vm, t_seq))
+    workdir.cleanup()
     examples = k * steps * cfg.train.batch_size
     return {"dataset": dataset, "variant": variant, "folds": k, "steps_per_block": steps, "repeats": repeats,
             "devices": devices, "platform": jax.devices()[0].platform, "chunk": program.chunk,

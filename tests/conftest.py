@@ -3,15 +3,20 @@
 XLA_FLAGS must be set before jax is imported anywhere, so it is set here at collection time.
 """
 
+import atexit
 import os
 import pathlib
+import shutil
 import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="jaxcnn-hf-"))
+if "HF_HOME" not in os.environ:
+    # A private Hugging Face cache per test process, removed at exit so test runs leave nothing in /tmp.
+    os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="jaxcnn-hf-")
+    atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)
 
 import pytest  # noqa: E402
 
