@@ -3,7 +3,8 @@
 Writes into the workdir (beside the program's own files, see `jaxcnn.train.multi.MultiRun`):
     results.json   per-member results and the aggregate (mean, std, min, max over seeds and over members)
     results.md     the per-member table and the aggregate line
-    results.png    a dot per seed, Kim (2014)'s value and the Torch port's as lines
+    results.png    a dot per seed (rings: each member), Kim (2014)'s value and the Torch port's as lines;
+                   below, the same points as ours minus Kim
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def write_results(workdir: pathlib.Path, result: dict[str, Any]) -> None:
         lines += [f"Kim (2014): {kim}; sent-conv-torch: {torch}.", ""]
     atomic_write_json(workdir / "results.json", result)
     atomic_write_text(workdir / "results.md", "\n".join(lines))
-    report.plot_seed_dots([{"dataset": dataset, "variant": variant, "per_seed": agg["per_seed"]}],
+    report.plot_seed_dots([{"dataset": dataset, "variant": variant, "per_seed": agg["per_seed"],
+                            "member_scores": [m["test_accuracy"] for m in result["members"]]}],
                           workdir / "results.png", title=f"{dataset} CNN-{variant}")
     log.info("%s CNN-%s: test accuracy %s", dataset, variant, report.stats_line(agg["seeds"]))

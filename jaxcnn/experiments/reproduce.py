@@ -4,7 +4,8 @@ For every dataset x variant it runs `jaxcnn cv` (10-fold CV for MR/Subj/CR/MPQA,
 TREC's test set with 10% of train as dev), all folds and seeds as one program, in WORKDIR/<dataset>-<variant>/.
 Each of those resumes where it stopped, so an interrupted `reproduce` picks up at the same epoch of the same set.
 Then it writes WORKDIR/table.md (ours: mean ± std, min, max over seeds, beside Kim's and the Torch port's
-numbers), WORKDIR/results.json and WORKDIR/seeds.png (a dot per seed, the paper's value as a line).
+numbers), WORKDIR/results.json and WORKDIR/seeds.png (a dot per seed, the paper's value as a line, and
+ours minus the paper below).
 
 `--quick` is a smoke version that finishes in minutes on a CPU: 3 folds, 3 epochs, 50 maps per window, 64-d
 random embeddings, SST trained on sentences (not phrases). Its numbers are below the paper's by design.
@@ -117,6 +118,7 @@ def _row(result: dict[str, Any], cfg: Config) -> dict[str, Any]:
             "folds": result["folds"], "epochs": cfg.train.epochs,
             "epochs_run": max(m["epochs"] for m in result["members"]),
             "best_epochs": [m["best_epoch"] for m in result["members"]], "members": agg["members"],
+            "member_scores": [m["test_accuracy"] for m in result["members"]],
             "per_seed": agg["per_seed"], **{
                 f"test_{k}": v for k, v in agg["seeds"].items()},
             "kim_2014": report.KIM_2014.get(cfg.data.dataset, {}).get(cfg.model.variant),
