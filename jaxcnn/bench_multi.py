@@ -77,7 +77,8 @@ def benchmark_cv_vmapped(data_dir: str | os.PathLike, *, dataset: str = "mr", va
     pool = build_pool(cfg, source, [m.train for m in members], [m.seed for m in members])
     program = MemberProgram(cfg, members, pool.data, tables=pool.tables, chunk=chunk)
     first = members[0]
-    # The sequential Run needs a workdir but writes nothing worth keeping: removed at the end (by the finalizer if timing fails).
+    # The sequential Run needs a workdir but writes nothing worth keeping: removed at the end (by the
+    # finalizer if timing fails).
     workdir = tempfile.TemporaryDirectory(prefix="jaxcnn-bench-")
     run = Run(first.config(cfg), pathlib.Path(workdir.name),
               data=pool.member_data(first.train, first.dev, first.test, first.seed))

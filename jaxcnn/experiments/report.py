@@ -109,7 +109,8 @@ def plot_seed_dots(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, *
         return [(table.get(r["dataset"], {}).get(r["variant"]), style, name)
                 for table, style, name in ((KIM_2014, "-", "Kim (2014)"), (TORCH_PORT, "--", "sent-conv-torch"))]
 
-    with_kim = any(refs(r)[0][0] is not None for r in rows)
+    kims = [refs(r)[0][0] for r in rows]
+    with_kim = any(k is not None for k in kims)
     fig = Figure(figsize=(max(4.0, 1.3 * len(rows) + 1.5), 7.4 if with_kim else 4.2))
     axes = fig.subplots(2, 1, sharex=True) if with_kim else [fig.subplots()]
     for panel, ax in enumerate(axes):
@@ -121,8 +122,7 @@ def plot_seed_dots(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, *
             labelled.add(name)
             return name
 
-        for i, r in enumerate(rows):
-            kim = refs(r)[0][0]
+        for i, (r, kim) in enumerate(zip(rows, kims)):
             if panel == 1 and kim is None:
                 continue
             shift = kim if panel == 1 else 0.0
