@@ -52,8 +52,10 @@ def largest_array_file(step: pathlib.Path) -> pathlib.Path:
 
 
 def truncate_array_file(step: pathlib.Path) -> None:
-    path = largest_array_file(step)
-    os.truncate(path, path.stat().st_size // 2)
+    # Every data file, not only the largest: which OCDBT file holds the arrays a restore reads varies from run to
+    # run, and truncating one that the restore never reads (seen once in CI) is no fault at all.
+    for path in glob.glob(str(step / "state" / "**" / "d" / "*"), recursive=True):
+        os.truncate(path, os.path.getsize(path) // 2)
 
 
 def delete_array_file(step: pathlib.Path) -> None:
