@@ -105,11 +105,10 @@ def plot_seed_dots(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, *
 
     from jaxcnn.train.plots import _save_png
 
-    def refs(r):
-        return [(table.get(r["dataset"], {}).get(r["variant"]), style, name)
-                for table, style, name in ((KIM_2014, "-", "Kim (2014)"), (TORCH_PORT, "--", "sent-conv-torch"))]
-
-    kims = [refs(r)[0][0] for r in rows]
+    refs = [[(table.get(r["dataset"], {}).get(r["variant"]), style, name)
+             for table, style, name in ((KIM_2014, "-", "Kim (2014)"), (TORCH_PORT, "--", "sent-conv-torch"))]
+            for r in rows]
+    kims = [row_refs[0][0] for row_refs in refs]
     with_kim = any(k is not None for k in kims)
     fig = Figure(figsize=(max(4.0, 1.3 * len(rows) + 1.5), 7.4 if with_kim else 4.2))
     axes = fig.subplots(2, 1, sharex=True) if with_kim else [fig.subplots()]
@@ -122,7 +121,7 @@ def plot_seed_dots(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, *
             labelled.add(name)
             return name
 
-        for i, (r, kim) in enumerate(zip(rows, kims)):
+        for i, (r, kim, row_refs) in enumerate(zip(rows, kims, refs)):
             if panel == 1 and kim is None:
                 continue
             shift = kim if panel == 1 else 0.0
@@ -134,7 +133,7 @@ def plot_seed_dots(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, *
                            linewidths=0.8, zorder=2, label=label("each fold and seed"))
             jitter = np.linspace(-0.12, 0.12, len(scores)) if len(scores) > 1 else np.zeros(1)
             ax.scatter(i + jitter, scores, s=22, color="tab:blue", zorder=3, label=label("ours, one dot per seed"))
-            for ref, style, name in refs(r):
+            for ref, style, name in row_refs:
                 if ref is not None:
                     ax.hlines(ref - shift, i - 0.3, i + 0.3, colors="tab:red" if style == "-" else "tab:gray",
                               linestyles=style, label=label(name))

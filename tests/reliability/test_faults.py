@@ -4,7 +4,6 @@ resumed run equal to an uninterrupted one (bit for bit)."""
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import pathlib
@@ -20,6 +19,7 @@ import pytest
 from jaxcnn import cli, reliability
 from jaxcnn.predict import Predictor
 from jaxcnn.train.writers import read_metrics
+from tests.corruptions import delete_array_file, empty_folder, garble_metadata, truncate_array_file
 from tests.reliability.conftest import EPOCHS
 
 
@@ -44,31 +44,6 @@ def two_checkpoints(tiny) -> pathlib.Path:
     if not (workdir / "checkpoints" / "1").exists():  # retention keeps the latest and the best only
         shutil.copytree(tiny.root / "step-1", workdir / "checkpoints" / "1")
     return workdir
-
-
-def largest_array_file(step: pathlib.Path) -> pathlib.Path:
-    files = glob.glob(str(step / "state" / "**" / "d" / "*"), recursive=True)
-    return pathlib.Path(max(files, key=os.path.getsize))
-
-
-def truncate_array_file(step: pathlib.Path) -> None:
-    # Every data file, not only the largest: which OCDBT file holds the arrays a restore reads varies from run to
-    # run, and truncating one that the restore never reads (seen once in CI) is no fault at all.
-    for path in glob.glob(str(step / "state" / "**" / "d" / "*"), recursive=True):
-        os.truncate(path, os.path.getsize(path) // 2)
-
-
-def delete_array_file(step: pathlib.Path) -> None:
-    largest_array_file(step).unlink()
-
-
-def garble_metadata(step: pathlib.Path) -> None:
-    (step / "state" / "_METADATA").write_text('{"tree_metadata": {"params"')
-
-
-def empty_folder(step: pathlib.Path) -> None:
-    shutil.rmtree(step)
-    step.mkdir()
 
 
 @pytest.mark.parametrize("corrupt", [

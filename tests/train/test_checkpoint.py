@@ -1,6 +1,5 @@
 """CheckpointManager: round trip, latest+best retention, topology changes, corrupt-step fallback, disk full."""
 
-import glob
 import json
 import os
 import pathlib
@@ -19,6 +18,7 @@ from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
 
 from jaxcnn.errors import ConfigError, WorkdirError
 from jaxcnn.train.checkpoint import CheckpointManager, CheckpointWarning
+from tests.corruptions import delete_array_file, empty_folder, garble_metadata, truncate_array_file
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -155,33 +155,10 @@ def two_steps(tmp_path_factory) -> pathlib.Path:
     return directory
 
 
-def _largest_array_file(step_dir: pathlib.Path) -> pathlib.Path:
-    files = glob.glob(str(step_dir / "state" / "**" / "d" / "*"), recursive=True)
-    return pathlib.Path(max(files, key=os.path.getsize))
+CORRUPTIONS = [truncate_array_file, delete_array_file, garble_metadata, empty_folder]
 
 
-def _truncate_array_file(step_dir):
-    data = _largest_array_file(step_dir)
-    os.truncate(data, data.stat().st_size // 2)
-
-
-def _delete_array_file(step_dir):
-    _largest_array_file(step_dir).unlink()
-
-
-def _garble_metadata(step_dir):
-    (step_dir / "state" / "_METADATA").write_text('{"tree_metadata": {"params"')
-
-
-def _empty_folder(step_dir):
-    shutil.rmtree(step_dir)
-    step_dir.mkdir()
-
-
-CORRUPTIONS = [_truncate_array_file, _delete_array_file, _garble_metadata, _empty_folder]
-
-
-@pytest.mark.parametrize("corrupt", CORRUPTIONS, ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.parametrize("corrupt", CORRUPTIONS, ids=lambda f: f.__name__)
 def test_corrupt_latest_falls_back_to_the_older_step(tmp_path, two_steps, corrupt):
     directory = tmp_path / "ckpt"
     shutil.copytree(two_steps, directory)
@@ -202,7 +179,7 @@ def test_corrupt_latest_falls_back_to_the_older_step(tmp_path, two_steps, corrup
 def test_corrupt_best_falls_back_to_the_next_best(tmp_path, two_steps):
     directory = tmp_path / "ckpt"
     shutil.copytree(two_steps, directory)
-    _truncate_array_file(directory / "1")
+    truncate_array_file(directory / "1")
     with CheckpointManager(directory) as mngr:
         assert mngr.best_step == 1
         with pytest.warns(CheckpointWarning, match=rf"skipped checkpoint {directory}/1 "):
@@ -214,8 +191,8 @@ def test_corrupt_best_falls_back_to_the_next_best(tmp_path, two_steps):
 def test_nothing_restorable_raises_and_renames_nothing(tmp_path, two_steps):
     directory = tmp_path / "ckpt"
     shutil.copytree(two_steps, directory)
-    _garble_metadata(directory / "1")
-    _garble_metadata(directory / "2")
+    garble_metadata(directory / "1")
+    garble_metadata(directory / "2")
     with CheckpointManager(directory) as mngr:
         with pytest.raises(WorkdirError, match=r"no checkpoint in .* can be restored \(step 2: JSONDecodeError: .*; "
                                                r"step 1: JSONDecodeError: "):
