@@ -131,7 +131,8 @@ class OptimConfig:
         no learning rate of its own).
       schedule: constant, step (x decay_rate every decay_epochs), cosine, warmup_cosine (warmup_epochs).
       clip_norm: clip the global gradient norm (None: off).
-      l1/l2: penalties added to the loss (embeddings excluded); weight_decay: decoupled (adamw, or any optimizer).
+      l1/l2: penalties added to the loss (embeddings excluded); weight_decay: decoupled, on dense and conv kernels
+        (adamw's, or the same after any other optimizer).
       max_norm: rescale each output unit's weight vector of every dense layer to L2 norm <= max_norm after each
         step (Kim's constraint; None: off).
       lazy_embeddings: update embedding tables by the rows a batch touches, catching up the rows' accumulators

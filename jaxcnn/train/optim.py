@@ -49,7 +49,7 @@ def base_optimizer(cfg: OptimConfig, lr: optax.ScalarOrSchedule) -> optax.Gradie
     if o == "adam":
         return optax.adam(lr, b1=cfg.b1, b2=cfg.b2)
     if o == "adamw":
-        return optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay)
+        return optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=_decay_mask)
     if o == "adagrad":
         return optax.adagrad(lr)
     if o == "rmsprop":
@@ -62,7 +62,7 @@ def base_optimizer(cfg: OptimConfig, lr: optax.ScalarOrSchedule) -> optax.Gradie
 def make_optimizer(cfg: OptimConfig, *, steps_per_epoch: int, total_steps: int,
                    trainable: PyTree | None = None) -> optax.GradientTransformation:
     """The full update rule: optional global-norm clipping, the optimizer with its schedule, decoupled weight
-    decay (built into adamw; added for the others when weight_decay > 0).
+    decay on the kernels (built into adamw; `decoupled_weight_decay` after the others when weight_decay > 0).
 
     Args:
       trainable: a pytree of bools shaped like the params; False leaves (a static embedding) get no update and
@@ -72,14 +72,34 @@ def make_optimizer(cfg: OptimConfig, *, steps_per_epoch: int, total_steps: int,
     parts = []
     if cfg.clip_norm is not None:
         parts.append(optax.clip_by_global_norm(cfg.clip_norm))
-    if cfg.weight_decay and cfg.optimizer != "adamw":
-        parts.append(optax.add_decayed_weights(cfg.weight_decay, mask=_decay_mask))
     parts.append(base_optimizer(cfg, lr))
+    if cfg.weight_decay and cfg.optimizer != "adamw":
+        parts.append(decoupled_weight_decay(cfg.weight_decay, lr))
     tx = optax.chain(*parts) if len(parts) > 1 else parts[0]
     if trainable is not None and not all(jax.tree.leaves(trainable)):
         labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable)
         tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
     return tx
+
+
+def decoupled_weight_decay(rate: float, lr: optax.ScalarOrSchedule) -> optax.GradientTransformation:
+    """Adds -lr(step) * rate * w to the optimizer's update of every kernel (Loshchilov & Hutter's decoupled decay,
+    as adamw does it). Unlike an L2 penalty (`--l2`) or optax.add_decayed_weights placed before an adaptive
+    optimizer, the decay is not rescaled by the optimizer's per-coordinate statistics."""
+    schedule = lr if callable(lr) else (lambda _: lr)
+
+    def init(params):
+        del params
+        return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+    def update(updates, state, params):
+        if params is None:
+            raise ValueError("decoupled_weight_decay needs the params")
+        step_size = schedule(state.count) * rate
+        decayed = jax.tree.map(lambda u, p, m: u - step_size * p if m else u, updates, params, _decay_mask(params))
+        return decayed, optax.ScaleByScheduleState(count=optax.safe_increment(state.count))
+
+    return optax.GradientTransformation(init, update)
 
 
 def _is_weight(path: tuple, leaf: jax.Array) -> bool:
