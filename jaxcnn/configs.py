@@ -96,6 +96,9 @@ class ModelConfig:
       activation/pooling/k: non-linearity and pooling over time (max, kmax with k, avg), masked so padding never
         counts.
       dropout: on the penultimate layer. hidden: sizes of extra dense layers. norm: after the convolutions.
+      dropout_scaling: "inverted" (Flax's, kept units x 1/(1-p) in training) or "kim" (Kim's, x (1-p) at test time).
+        The same function with the layer above scaled by 1-p, so that under "kim" the max-norm and Adadelta's
+        steps act on the weights at the scale of Kim's Theano code.
       model: image task: lenet5 (ReLU, max pooling), lenet5_classic (tanh, average pooling) or small_cnn (None:
         lenet5).
       width/depth: small_cnn: channels of the first block (doubled per block) and number of conv blocks.
@@ -114,6 +117,7 @@ class ModelConfig:
     pooling: Literal["max", "kmax", "avg"] = "max"
     k: int = 1
     dropout: float = 0.5
+    dropout_scaling: Literal["inverted", "kim"] = "inverted"
     hidden: tuple[int, ...] = ()
     norm: Literal["none", "batch", "layer"] = "none"
     model: Literal["lenet5", "lenet5_classic", "small_cnn"] | None = None
@@ -284,7 +288,7 @@ class Config:
 TEXT_ONLY = ("variant", "embeddings", "embeddings_format", "unknown_init", "unknown_scale", "embed_dim", "windows",
              "maps", "activation", "pooling", "k", "hidden", "norm", "phrases", "fine_labels", "fold", "folds",
              "tokenizer", "max_len", "min_freq", "max_vocab", "format", "text_column", "label_column", "extend_vocab",
-             "conv_init")
+             "conv_init", "dropout_scaling")
 IMAGE_ONLY = ("model", "width", "depth", "image_size", "channels", "augment")
 
 

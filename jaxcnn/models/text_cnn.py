@@ -50,8 +50,9 @@ def kim_conv_init(length: int, activation: str):
     return init
 
 
-def per_example_dropout(x: jax.Array, rate: float | jax.Array, keys: jax.Array) -> jax.Array:
-    """Inverted dropout whose mask for example i depends only on keys[i].
+def per_example_dropout(x: jax.Array, rate: float | jax.Array, keys: jax.Array, rescale: bool = True) -> jax.Array:
+    """Inverted dropout (or, with rescale False, Kim's: kept units unscaled) whose mask for example i depends only
+    on keys[i].
 
     A batch-wide key would make the masks depend on the batch's size and layout, so padding a batch to a
     multiple of the device count, or sharding it, would change which units drop; per-example keys (the trainer
@@ -67,7 +68,7 @@ def per_example_dropout(x: jax.Array, rate: float | jax.Array, keys: jax.Array) 
         return x
     keep = 1.0 - rate
     masks = jax.vmap(lambda k: jax.random.bernoulli(k, keep, x.shape[1:]))(keys)
-    return jnp.where(masks, x / keep, jnp.zeros_like(x))
+    return jnp.where(masks, x / keep if rescale else x, jnp.zeros_like(x))
 
 
 def _is_zero(rate: float | jax.Array) -> bool:
@@ -104,6 +105,7 @@ class TextCNN(nn.Module):
       k: k for kmax pooling.
       dropout: rate on the penultimate features (and after each hidden layer); a number, or a traced scalar
         (`jaxcnn.train.multi` binds one per member to search over rates inside one program).
+      dropout_scaling: "inverted" (x 1/(1-p) in training) or "kim" (x (1-p) at test time, as Kim's code).
       hidden: sizes of extra dense layers before the head.
       norm: "none", "layer" or "batch" normalisation of the pooled features.
       pad_id: the padding token id.
@@ -120,6 +122,7 @@ class TextCNN(nn.Module):
     pooling: str = "max"
     k: int = 1
     dropout: float = 0.5
+    dropout_scaling: str = "inverted"
     hidden: Sequence[int] = ()
     norm: str = "none"
     pad_id: int = 0
@@ -178,11 +181,17 @@ class TextCNN(nn.Module):
         return EmbeddingTable(self.vocab_size, self.embed_dim, init, name=name)()
 
     def drop(self, x: jax.Array, train: bool, keys: jax.Array | None, layer: int) -> jax.Array:
-        if not train or _is_zero(self.dropout):
+        if self.dropout_scaling not in ("inverted", "kim"):
+            raise ValueError(f"unknown dropout_scaling {self.dropout_scaling!r}; choices: inverted, kim")
+        kim = self.dropout_scaling == "kim"
+        if _is_zero(self.dropout):
             return x
+        if not train:
+            return x * (1.0 - self.dropout) if kim else x
         if keys is None:
             raise ValueError("TextCNN(train=True) needs dropout_keys")
-        return per_example_dropout(x, self.dropout, jax.vmap(functools.partial(jax.random.fold_in, data=layer))(keys))
+        return per_example_dropout(x, self.dropout, jax.vmap(functools.partial(jax.random.fold_in, data=layer))(keys),
+                                   rescale=not kim)
 
 
 class EmbeddingTable(nn.Module):

@@ -149,8 +149,7 @@ def build_model(cfg: Config, vocab_size: int, num_classes: int, embed_dim: int |
     return TextCNN(vocab_size=vocab_size, num_classes=num_classes, variant=m.variant,
                    embed_dim=embed_dim or m.embed_dim, windows=tuple(m.windows), maps=m.maps,
                    activation=m.activation, conv_init=m.conv_init, pooling=m.pooling, k=m.k, dropout=m.dropout,
-                   hidden=tuple(m.hidden),
-                   norm=m.norm)
+                   dropout_scaling=m.dropout_scaling, hidden=tuple(m.hidden), norm=m.norm)
 
 
 def make_forward(model: TextCNN):

@@ -374,6 +374,10 @@ class MemberProgram:
                 raise ConfigError(f"member {m.name!r} sets {sorted(m.hparams)}, member {self.members[0].name!r} "
                                   f"sets {sorted(names)}: all members must set the same hyper-parameters")
         self.hparam_names = sorted(names)
+        if "dropout" in names and self.cfg.model.dropout_scaling == "kim":
+            # Kim's scaling needs each member's rate at evaluation too, which reads the config's one.
+            raise ConfigError("--dropout-scaling kim: cannot vary --dropout inside one program; use the default "
+                              "inverted scaling, or run each rate as its own program")
 
     def _rebind(self) -> Callable | None:
         """For a vmapped dropout rate: rate -> the forward function of the model with that rate."""
