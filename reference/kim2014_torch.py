@@ -187,7 +187,7 @@ def main() -> None:
     classes = int(max(max(labels) for _, labels in splits.values())) + 1
     scores = []
     for seed in a.seeds:
-        r = run(data, vocab, classes, seed, a.epochs, choices)
+        r = run(data, vocab, classes, seed, a.epochs, jaxcnn=choices)
         scores.append(r["test_accuracy"])
         print(json.dumps({"dataset": a.dataset, "jaxcnn": sorted(choices), "vocab": vocab - 1, **r}), flush=True)
     print(json.dumps({"dataset": a.dataset, "jaxcnn": sorted(choices), "seeds": a.seeds,
