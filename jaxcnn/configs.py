@@ -140,7 +140,7 @@ class OptimConfig:
       max_norm: rescale each output unit's weight vector of every dense layer to L2 norm <= max_norm after each
         step (Kim's constraint; None: off).
       lazy_embeddings: update embedding tables by the rows a batch touches, catching up the rows' accumulators
-        when next touched; used only where that is exact (Adadelta, Adagrad; no weight decay or clipping).
+        when next touched; used only where that is exact (Adadelta, Adagrad; no gradient clipping).
     """
 
     optimizer: Literal["sgd", "momentum", "nesterov", "adam", "adamw", "adagrad", "rmsprop", "adadelta"] = "adadelta"

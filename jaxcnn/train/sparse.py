@@ -13,8 +13,9 @@ does exactly that:
    scatters the rows back.
 
 It is used only where it is exact (to float rounding: rho^k is one power, not k products): Adadelta and Adagrad,
-without weight decay. Momentum and Adam keep moving untouched rows, so there it would change the maths, and the
-engine keeps the dense update.
+without gradient clipping (which needs the whole gradient's norm); weight decay acts on kernels only, never on a
+table. Momentum and Adam keep moving untouched rows, so there it would change the maths, and the engine keeps
+the dense update.
 """
 
 from __future__ import annotations

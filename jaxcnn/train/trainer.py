@@ -266,7 +266,8 @@ def create_state(cfg: Config, task, forward, params, model_state, trainable,
     total = steps_per_epoch * cfg.train.epochs
     sparse = None
     tables = task.embedding_tables(params) if hasattr(task, "embedding_tables") else ((), ())
-    if o.lazy_embeddings and not o.weight_decay and o.clip_norm is None:
+    # Weight decay acts on kernels only, so it leaves the rows' update exact; clipping needs the whole gradient.
+    if o.lazy_embeddings and o.clip_norm is None:
         sparse = sparse_lib.make(o.optimizer, rho=o.rho, eps=o.eps, trainable=tables[0], frozen=tables[1],
                                  learning_rate=make_schedule(o, steps_per_epoch, total))
     if sparse is not None:

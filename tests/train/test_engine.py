@@ -151,13 +151,14 @@ def test_padded_batch_size():
     assert parallel.padded_batch_size(48, mesh) == 48
 
 
-@pytest.mark.parametrize("optimizer, variant", [("adadelta", "rand"), ("adagrad", "multichannel")])
-def test_lazy_embedding_rows_equal_the_dense_update(tmp_path, files, optimizer, variant):
+@pytest.mark.parametrize("optimizer, variant, weight_decay", [
+    ("adadelta", "rand", 0.0), ("adagrad", "multichannel", 0.0), ("adadelta", "non-static", 0.1)])
+def test_lazy_embedding_rows_equal_the_dense_update(tmp_path, files, optimizer, variant, weight_decay):
     vectors = str(write_word2vec_text(tmp_path / "vec.txt", dim=16))
     results = []
     for lazy in (True, False):
         cfg = tiny_cfg(files, optimizer=optimizer, variant=variant, lazy_embeddings=lazy, devices=1,
-                       embeddings=None if variant == "rand" else vectors)
+                       embeddings=None if variant == "rand" else vectors, weight_decay=weight_decay)
         run = Run(cfg, tmp_path / f"w{lazy}")
         assert (run.state.sparse is not None) == lazy
         # Several steps, so rows skip some steps and must catch up their accumulators when touched again.
@@ -172,7 +173,8 @@ def test_lazy_embedding_rows_equal_the_dense_update(tmp_path, files, optimizer, 
 
 def test_lazy_embeddings_only_where_exact(tmp_path, files):
     assert Run(tiny_cfg(files, optimizer="adam", devices=1), tmp_path / "a").state.sparse is None
-    assert Run(tiny_cfg(files, weight_decay=1e-4, devices=1), tmp_path / "b").state.sparse is None
+    assert Run(tiny_cfg(files, clip_norm=1.0, devices=1), tmp_path / "b").state.sparse is None
+    assert Run(tiny_cfg(files, weight_decay=1e-4, devices=1), tmp_path / "d").state.sparse is not None  # kernels only
     assert Run(tiny_cfg(files, devices=1), tmp_path / "c").state.sparse.rule == "adadelta"
 
 
