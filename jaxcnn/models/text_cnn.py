@@ -141,6 +141,8 @@ class TextCNN(nn.Module):
         """
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown variant {self.variant!r}; choices: {VARIANTS}")
+        if self.dropout_scaling not in ("inverted", "kim"):
+            raise ValueError(f"unknown dropout_scaling {self.dropout_scaling!r}; choices: inverted, kim")
         if folded is not None and train:
             raise ValueError("TextCNN: folded tables are for inference; they would not train the embeddings")
         token_mask = ids != self.pad_id
@@ -181,8 +183,6 @@ class TextCNN(nn.Module):
         return EmbeddingTable(self.vocab_size, self.embed_dim, init, name=name)()
 
     def drop(self, x: jax.Array, train: bool, keys: jax.Array | None, layer: int) -> jax.Array:
-        if self.dropout_scaling not in ("inverted", "kim"):
-            raise ValueError(f"unknown dropout_scaling {self.dropout_scaling!r}; choices: inverted, kim")
         kim = self.dropout_scaling == "kim"
         if _is_zero(self.dropout):
             return x

@@ -82,11 +82,10 @@ def make_optimizer(cfg: OptimConfig, *, steps_per_epoch: int, total_steps: int,
     return tx
 
 
-def decoupled_weight_decay(rate: float, lr: optax.ScalarOrSchedule) -> optax.GradientTransformation:
-    """Adds -lr(step) * rate * w to the optimizer's update of every kernel (Loshchilov & Hutter's decoupled decay,
-    as adamw does it). Unlike an L2 penalty (`--l2`) or optax.add_decayed_weights placed before an adaptive
+def decoupled_weight_decay(rate: float, schedule: optax.Schedule) -> optax.GradientTransformation:
+    """Adds -schedule(step) * rate * w to the optimizer's update of every kernel (Loshchilov & Hutter's decoupled
+    decay, as adamw does it). Unlike an L2 penalty (`--l2`) or optax.add_decayed_weights placed before an adaptive
     optimizer, the decay is not rescaled by the optimizer's per-coordinate statistics."""
-    schedule = lr if callable(lr) else (lambda _: lr)
 
     def init(params):
         del params
