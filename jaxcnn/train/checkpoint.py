@@ -83,11 +83,13 @@ class _AbandonedOrbaxTasks(logging.Filter):
     """Drops asyncio's "Task exception was never retrieved" reports for Orbax's own tasks: when one read or write
     of a checkpoint fails, Orbax abandons its sibling tasks, and asyncio logs each one's error (a traceback) when
     it is collected, at any later moment. The failure itself reaches the manager as an exception and is reported
-    there in one line; other tasks' reports pass."""
+    there in one line; other tasks' reports pass. A task may name Orbax's coroutine, or only asyncio's wrapper
+    around a TensorStore future, whose error then carries its `tensorstore_spec`."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not (message.startswith("Task exception was never retrieved") and "orbax" in message)
+        return not (message.startswith("Task exception was never retrieved")
+                    and ("orbax" in message or "tensorstore" in message))
 
 
 logging.getLogger("asyncio").addFilter(_AbandonedOrbaxTasks())
