@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any, Literal, get_args, get_origin
 
-from jaxcnn.configs import SECTIONS, Config, defaults, field_types
+from jaxcnn.configs import ENSEMBLE_METHODS, SECTIONS, Config, defaults, field_types
 from jaxcnn.errors import ConfigError, DataError, JaxcnnError
-from jaxcnn.experiments import commands as experiment_commands
 
 PROG = "jaxcnn"
 
@@ -112,7 +111,7 @@ def config_file(path: str) -> Config:
 def config_from_args(ns: argparse.Namespace) -> Config:
     # The image task starts from its own recipe; a config file replaces the defaults, flags override both.
     cfg = config_file(ns.config) if getattr(ns, "config", None) else defaults(getattr(ns, "task", "text"))
-    overrides = {f.name: getattr(ns, f.name) for cls in SECTIONS.values() for f in fields(cls) if hasattr(ns, f.name)}
+    overrides = {f.name: getattr(ns, f.name) for cls in SECTIONS.values() for f in fields(cls) if f.name in vars(ns)}
     if "windows" in overrides:
         overrides["windows"] = tuple(overrides["windows"])
     if "hidden" in overrides:
@@ -146,30 +145,130 @@ def build_parser() -> ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=256)
     pr.add_argument("--checkpoint", choices=("best", "latest"), default="best")
 
-    experiment_commands.add_parsers(sub, add_config_flags)  # cv, search, ensemble, reproduce
-    bench = sub.add_parser("bench", help="speed and memory benchmarks (Kim CNN on MR); JSON + markdown")
-    bench.add_argument("--data-dir", default=None, help="data folder (default: JAXCNN_DATA_DIR)")
-    bench.add_argument("--only", default=None, help="comma-separated benchmark names (default: all)")
-    bench.add_argument("--out", default=None, help="write OUT.json and OUT.md")
+    add_experiment_parsers(sub)  # cv, search, ensemble, reproduce
+    bench = sub.add_parser("bench", help="speed and memory benchmarks (python scripts/benchmark.py; --help there)",
+                           add_help=False)
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="the arguments of scripts/benchmark.py")
     return parser
 
 
-def cmd_bench(ns: argparse.Namespace) -> int:
-    import os
-    import pathlib
+def add_experiment_parsers(sub) -> None:
+    cv = sub.add_parser("cv", help="Kim's protocol (every CV fold) for several seeds, trained as one program")
+    _common(cv)
+    cv.add_argument("--seeds", default="1", help="how many seeds (from --seed on), or a comma list (default 1)")
 
-    from jaxcnn import bench
+    search = sub.add_parser("search", help="grid or random hyper-parameter search, vmapped where shapes agree")
+    _common(search)
+    search.add_argument("--grid", help="'lr=[0.5,1.0];dropout=[0.3,0.5]': every combination of the listed values")
+    search.add_argument("--random", type=int, metavar="N", help="N random trials drawn from --ranges")
+    search.add_argument("--ranges", help="'lr=loguniform(0.1,2);dropout=uniform(0.2,0.6);maps=[100,200]' "
+                                         "(uniform, loguniform, int(a,b) or a list to choose from)")
+    search.add_argument("--seeds", default="1", help="seeds per trial: a count or a comma list (default 1)")
 
-    names = list(bench.BENCHMARKS) if ns.only is None else [n.strip() for n in ns.only.split(",") if n.strip()]
-    unknown = [n for n in names if n not in bench.BENCHMARKS]
+    ens = sub.add_parser("ensemble", help="ensembles of K members: average, vote, stacking, bagging, boosting")
+    _common(ens)
+    ens.add_argument("--members", type=int, default=5, help="members per ensemble (default 5)")
+    ens.add_argument("--method", default="all",
+                     help=f"comma list of {', '.join(ENSEMBLE_METHODS)}, or all (default); `jaxcnn predict` "
+                          f"on the workdir uses the best of them on dev")
+
+    rep = sub.add_parser("reproduce", help="Kim (2014) Table 2 under his protocol, with spread over seeds")
+    rep.add_argument("--workdir", required=True)
+    rep.add_argument("--config", help="a JSON config whose values the runs start from")
+    add_config_flags(rep)
+    rep.add_argument("--datasets", default="all", help="comma list of registry sets, or all (those present)")
+    rep.add_argument("--variants", default="rand", help="comma list of rand, static, non-static, multichannel")
+    rep.add_argument("--seeds", default="1", help="seeds per set: a count or a comma list (default 1)")
+    rep.add_argument("--quick", action="store_true",
+                     help="minutes, not hours: 3 folds, 3 epochs, a smaller model, SST on sentences (flags given win)")
+    rep.add_argument("--table-only", action="store_true",
+                     help="train nothing: write the table and plot from the sets already finished in --workdir")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workdir", required=True, help="where the programs, results and plots go")
+    parser.add_argument("--config", help="a JSON config (as in WORKDIR/config.json); flags override it")
+    add_config_flags(parser)
+
+
+
+def cmd_cv(ns: argparse.Namespace) -> int:
+    from jaxcnn.experiments.cv import cross_validate
+    from jaxcnn.experiments.programs import parse_seeds
+
+    cfg = config_from_args(ns)
+    result = cross_validate(cfg, ns.workdir, parse_seeds(ns.seeds, cfg.train.seed))
+    print(json.dumps({"dataset": result["dataset"], "variant": result["variant"], "protocol": result["protocol"],
+                      "members": len(result["members"]), **{f"test_{k}": v for k, v in
+                                                            result["aggregate"]["seeds"].items()}}))
+    return 0
+
+
+def cmd_search(ns: argparse.Namespace) -> int:
+    from jaxcnn.experiments import search
+    from jaxcnn.experiments.programs import parse_seeds
+
+    if (ns.grid is None) == (ns.random is None):
+        raise ConfigError("search: give either --grid SPEC or --random N --ranges SPEC")
+    if ns.random is not None and not ns.ranges:
+        raise ConfigError("--random: needs --ranges SPEC")
+    cfg = config_from_args(ns)
+    trials = (search.grid_trials(ns.grid) if ns.grid is not None
+              else search.random_trials(ns.ranges, ns.random, cfg.train.seed))
+    result = search.search(cfg, ns.workdir, trials, parse_seeds(ns.seeds, cfg.train.seed))
+    print(json.dumps({"best": result["best"]["values"], "dev_accuracy": result["best"]["dev_accuracy"],
+                      "test_accuracy": result["best"]["test_accuracy"], "trials": len(result["trials"])}))
+    return 0
+
+
+def cmd_ensemble(ns: argparse.Namespace) -> int:
+    from jaxcnn.experiments import ensemble
+
+    methods = ENSEMBLE_METHODS if ns.method == "all" else tuple(m.strip() for m in ns.method.split(","))
+    unknown = [m for m in methods if m not in ENSEMBLE_METHODS]
     if unknown:
-        raise ConfigError(f"--only: unknown benchmark {unknown[0]!r} (choices: {', '.join(bench.BENCHMARKS)})")
-    data_dir = ns.data_dir or os.environ.get("JAXCNN_DATA_DIR")
-    if not data_dir:
-        raise ConfigError("--data-dir: the benchmarks read MR from a local data folder; give --data-dir or set "
-                          "JAXCNN_DATA_DIR")
-    results = bench.run_benchmarks(names, data_dir, pathlib.Path(ns.out) if ns.out else None)
-    print(bench.markdown(results))
+        raise ConfigError(f"--method: unknown method {unknown[0]!r} (choices: {', '.join(ENSEMBLE_METHODS)}, all)")
+    if ns.members < 2:
+        raise ConfigError(f"--members: an ensemble needs at least 2 members, got {ns.members}")
+    result = ensemble.run_ensembles(config_from_args(ns), ns.workdir, ns.members, methods)
+    print(json.dumps({"single": result["single"], "methods": {k: {"test_accuracy": v["test_accuracy"],
+                                                                   "beats_single": v["beats_single"]}
+                                                               for k, v in result["methods"].items()},
+                      "chosen": result["chosen"]}))
+    return 0
+
+
+def cmd_reproduce(ns: argparse.Namespace) -> int:
+    from jaxcnn.experiments import reproduce
+    from jaxcnn.experiments.programs import parse_seeds
+
+    cfg = config_from_args(ns)
+    result = reproduce.reproduce(cfg, ns.workdir, datasets=ns.datasets, variants=ns.variants,
+                                 seeds=parse_seeds(ns.seeds, cfg.train.seed), quick=ns.quick,
+                                 explicit=[k for k in reproduce.QUICK if k in vars(ns)], table_only=ns.table_only)
+    print(json.dumps({"table": result["table_path"], "plot": result["plot_path"], "rows": len(result["rows"]),
+                      "unfinished": result["unfinished"]}))
+    return 0
+
+
+
+def cmd_bench(ns: argparse.Namespace) -> int:
+    """`python scripts/benchmark.py ...`: the benchmarks live beside the package, in a source checkout."""
+    import pathlib
+    import runpy
+
+    script = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
+    if not script.is_file():
+        raise ConfigError("bench: the benchmarks live in jaxcnn's source checkout (benchmarks/, scripts/benchmark.py);"
+                          " run them from a clone")
+    argv = sys.argv
+    sys.argv = [str(script), *ns.args]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = argv
     return 0
 
 
@@ -177,7 +276,7 @@ def cmd_train(ns: argparse.Namespace) -> int:
     cfg = config_from_args(ns)
     from jaxcnn.train.trainer import train_and_evaluate
 
-    summary = train_and_evaluate(cfg, ns.workdir)
+    summary = train_and_evaluate(cfg, ns.workdir, callbacks=ns.callbacks)
     keys = ("dataset", "variant", "seed", "fold", "epochs", "best_epoch", "dev_accuracy", "test_accuracy",
             "wall_seconds", "train_examples_per_second")
     print(json.dumps({k: summary.get(k) for k in keys}))
@@ -213,15 +312,11 @@ def _lines(ns: argparse.Namespace):
 
 
 def cmd_predict(ns: argparse.Namespace) -> int:
-    from jaxcnn.experiments.ensemble import EnsemblePredictor, is_ensemble
     from jaxcnn.predict import Predictor
 
     if ns.batch_size < 1:
         raise ConfigError(f"--batch-size: must be >= 1, got {ns.batch_size}")
-    if is_ensemble(ns.workdir):  # a `jaxcnn ensemble` workdir
-        predictor = EnsemblePredictor.from_workdir(ns.workdir)
-    else:
-        predictor = Predictor.from_workdir(ns.workdir, checkpoint=ns.checkpoint)
+    predictor = Predictor.from_workdir(ns.workdir, checkpoint=ns.checkpoint)  # one model, or an ensemble
     out = sys.stdout
     for record in predictor.predict_stream(_lines(ns), batch_size=ns.batch_size):
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -230,7 +325,7 @@ def cmd_predict(ns: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "bench": cmd_bench,
-            **experiment_commands.COMMANDS}
+            "cv": cmd_cv, "search": cmd_search, "ensemble": cmd_ensemble, "reproduce": cmd_reproduce}
 
 
 _default_showwarning = warnings.showwarning
@@ -244,13 +339,23 @@ def _show_warning(prefix: str, message, category, filename, lineno, file=None, l
         _default_showwarning(message, category, filename, lineno, file, line)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, callbacks: Sequence[Any] = ()) -> int:
+    """The `jaxcnn` command on `argv` (default: the process's arguments). `callbacks`: `jaxcnn.train.Callback`s
+    for the training loop of `train` (the kill/resume harness in tools/ arms its faults through them).
+
+    Unlike importing jaxcnn, this changes the process: warnings and log lines as one-liners, and the echoes of a
+    failed checkpoint write kept out of the output (`jaxcnn.train.checkpoint.install_process_hooks`)."""
     parser = build_parser()
     ns = parser.parse_args(argv)
+    ns.callbacks = tuple(callbacks)
     warnings.showwarning = functools.partial(_show_warning, f"{PROG} {ns.command}")
     # Our progress lines at INFO; other libraries' (Orbax logs every save) only from WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("jaxcnn").setLevel(logging.WARNING if ns.quiet else logging.INFO)
+    if ns.command != "bench":
+        from jaxcnn.train.checkpoint import install_process_hooks
+
+        install_process_hooks()
     try:
         return COMMANDS[ns.command](ns)
     except JaxcnnError as e:

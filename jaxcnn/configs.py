@@ -21,12 +21,11 @@ from typing import Any, Literal, get_args, get_origin
 from jaxcnn.errors import ConfigError
 
 VARIANTS = ("rand", "static", "non-static", "multichannel")
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "adagrad", "rmsprop", "adadelta")
-SCHEDULES = ("constant", "step", "cosine", "warmup_cosine")
-LOSSES = ("softmax_ce", "sigmoid_ce", "multilabel_sigmoid_ce", "mse", "huber")
-POOLINGS = ("max", "kmax", "avg")
-NORMS = ("none", "batch", "layer")
-FORMATS = ("kim", "csv", "tsv", "jsonl")
+ENSEMBLE_METHODS = ("average", "vote", "stacking", "bagging", "boosting")
+# A field that only one task reads says so in its metadata; a config of the other task refuses it at a non-default
+# value (a flag of the wrong task is a mistake, not something to ignore).
+TEXT = {"task": "text"}
+IMAGE = {"task": "image"}
 
 
 @dataclass(frozen=True)
@@ -61,23 +60,23 @@ class DataConfig:
     train_file: str | None = None
     dev_file: str | None = None
     test_file: str | None = None
-    format: Literal["kim", "csv", "tsv", "jsonl"] = "kim"
-    text_column: str = "text"
-    label_column: str = "label"
-    phrases: bool | None = None
-    fine_labels: bool = False
-    fold: int = 0
-    folds: int = 10
+    format: Literal["kim", "csv", "tsv", "jsonl"] = field(default="kim", metadata=TEXT)
+    text_column: str = field(default="text", metadata=TEXT)
+    label_column: str = field(default="label", metadata=TEXT)
+    phrases: bool | None = field(default=None, metadata=TEXT)
+    fine_labels: bool = field(default=False, metadata=TEXT)
+    fold: int = field(default=0, metadata=TEXT)
+    folds: int = field(default=10, metadata=TEXT)
     dev_fraction: float = 0.1
     stratify: bool = False
-    tokenizer: str | None = None
-    max_len: int | None = None
-    min_freq: int = 1
-    max_vocab: int | None = None
-    extend_vocab: bool = True
-    image_size: int | None = None
-    channels: int | None = None
-    augment: str | None = None
+    tokenizer: str | None = field(default=None, metadata=TEXT)
+    max_len: int | None = field(default=None, metadata=TEXT)
+    min_freq: int = field(default=1, metadata=TEXT)
+    max_vocab: int | None = field(default=None, metadata=TEXT)
+    extend_vocab: bool = field(default=True, metadata=TEXT)
+    image_size: int | None = field(default=None, metadata=IMAGE)
+    channels: int | None = field(default=None, metadata=IMAGE)
+    augment: str | None = field(default=None, metadata=IMAGE)
 
 
 @dataclass(frozen=True)
@@ -104,25 +103,25 @@ class ModelConfig:
       width/depth: small_cnn: channels of the first block (doubled per block) and number of conv blocks.
     """
 
-    variant: Literal["rand", "static", "non-static", "multichannel"] = "rand"
-    embeddings: str | None = None
-    embeddings_format: str = "auto"
-    unknown_init: Literal["uniform", "match"] = "uniform"
-    unknown_scale: float = 0.25
-    embed_dim: int = 300
-    windows: tuple[int, ...] = (3, 4, 5)
-    maps: int = 100
-    activation: str = "relu"
-    conv_init: Literal["kim", "glorot"] = "kim"
-    pooling: Literal["max", "kmax", "avg"] = "max"
-    k: int = 1
+    variant: Literal["rand", "static", "non-static", "multichannel"] = field(default="rand", metadata=TEXT)
+    embeddings: str | None = field(default=None, metadata=TEXT)
+    embeddings_format: str = field(default="auto", metadata=TEXT)
+    unknown_init: Literal["uniform", "match"] = field(default="uniform", metadata=TEXT)
+    unknown_scale: float = field(default=0.25, metadata=TEXT)
+    embed_dim: int = field(default=300, metadata=TEXT)
+    windows: tuple[int, ...] = field(default=(3, 4, 5), metadata=TEXT)
+    maps: int = field(default=100, metadata=TEXT)
+    activation: str = field(default="relu", metadata=TEXT)
+    conv_init: Literal["kim", "glorot"] = field(default="kim", metadata=TEXT)
+    pooling: Literal["max", "kmax", "avg"] = field(default="max", metadata=TEXT)
+    k: int = field(default=1, metadata=TEXT)
     dropout: float = 0.5
-    dropout_scaling: Literal["inverted", "kim"] = "inverted"
-    hidden: tuple[int, ...] = ()
-    norm: Literal["none", "batch", "layer"] = "none"
-    model: Literal["lenet5", "lenet5_classic", "small_cnn"] | None = None
-    width: int = 32
-    depth: int = 2
+    dropout_scaling: Literal["inverted", "kim"] = field(default="inverted", metadata=TEXT)
+    hidden: tuple[int, ...] = field(default=(), metadata=TEXT)
+    norm: Literal["none", "batch", "layer"] = field(default="none", metadata=TEXT)
+    model: Literal["lenet5", "lenet5_classic", "small_cnn"] | None = field(default=None, metadata=IMAGE)
+    width: int = field(default=32, metadata=IMAGE)
+    depth: int = field(default=2, metadata=IMAGE)
 
 
 @dataclass(frozen=True)
@@ -264,8 +263,9 @@ class Config:
         task = d.task
         if task not in ("text", "image"):
             raise ConfigError(f"--task: unknown task {task!r} (choices: text, image)")
-        other, owner = (IMAGE_ONLY, "image") if task == "text" else (TEXT_ONLY, "text")
-        for name in other:
+        for name, owner in FIELD_TASK.items():
+            if owner == task:
+                continue
             section = getattr(self, FIELD_SECTION[name])
             if getattr(section, name) != _default(type(section), name):
                 raise ConfigError(f"--{name.replace('_', '-')}: only for --task {owner} (this run is --task {task})")
@@ -284,24 +284,19 @@ class Config:
             parse_augment(d.augment)
 
 
-# Fields that mean something to one task only; the other task refuses them at a non-default value.
-TEXT_ONLY = ("variant", "embeddings", "embeddings_format", "unknown_init", "unknown_scale", "embed_dim", "windows",
-             "maps", "activation", "pooling", "k", "hidden", "norm", "phrases", "fine_labels", "fold", "folds",
-             "tokenizer", "max_len", "min_freq", "max_vocab", "format", "text_column", "label_column", "extend_vocab",
-             "conv_init", "dropout_scaling")
-IMAGE_ONLY = ("model", "width", "depth", "image_size", "channels", "augment")
-
-
 def _default(cls, name: str) -> Any:
     f = next(f for f in fields(cls) if f.name == name)
     return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
 
 FIELD_SECTION: dict[str, str] = {}
+FIELD_TASK: dict[str, str] = {}  # the fields only one task reads, and that task
 for _section, _cls in SECTIONS.items():
     for _f in fields(_cls):
         assert _f.name not in FIELD_SECTION, f"config field {_f.name} is not unique"
         FIELD_SECTION[_f.name] = _section
+        if "task" in _f.metadata:
+            FIELD_TASK[_f.name] = _f.metadata["task"]
 
 
 def field_types(cls) -> dict[str, Any]:

@@ -1,186 +1,300 @@
 """Prediction and evaluation from a workdir alone: `jaxcnn.load(workdir).predict(["a sentence"])`.
 
-The checkpoint's meta holds the config, the tokenizer, the vocabulary and the label names, so nothing of the
-training data is needed to predict (evaluating a split reloads that split, encoded with the saved vocabulary).
+One predictor for every workdir. A `SavedProgram` is one training program read back from its checkpoints: its
+task, config and prepared data (rebuilt from the checkpoint's meta: config, vocabulary, labels; nothing of the
+training data is needed) and its members' variables. A `Predictor` holds one program of one member (`jaxcnn
+train`), or the programs of an ensemble (`jaxcnn ensemble`) with the rule that combines their members. Inputs go
+through the task (`Task.batches`): text is tokenized and encoded as in training, images are loaded and resized;
+the records differ only in the input's key ("text" or "file").
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
+import json
 import os
 import pathlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn import data as data_lib
-from jaxcnn.configs import Config
-from jaxcnn.errors import DataError, WorkdirError
-from jaxcnn.models.text_cnn import fold_embeddings, folded_size, trainable_mask
-from jaxcnn.tasks import text as text_task
+from jaxcnn import tasks as tasks_lib
+from jaxcnn.configs import ENSEMBLE_METHODS, Config
+from jaxcnn.errors import ConfigError, DataError, WorkdirError
+from jaxcnn.tasks.api import Task, TaskData
 from jaxcnn.train import metrics as metrics_lib
 from jaxcnn.train.checkpoint import CheckpointManager
 from jaxcnn.train.losses import get_loss
+from jaxcnn.train.program import abstract_state
 from jaxcnn.train.state import TrainState
-from jaxcnn.train.steps import eval_step, predict_step
-from jaxcnn.train.trainer import create_state
+from jaxcnn.train.steps import predict_step
+
+ENSEMBLE_FILE = "ensemble.json"
+_EPS = 1e-7
 
 
-def abstract_run_state(cfg: Config, vocab_size: int, num_classes: int, length: int,
-                       embed_dim: int | None, sharding=None) -> tuple[TrainState, dict[str, Any]]:
-    """The shapes of a run's checkpointed state, without allocating it (a restore target)."""
-    model = text_task.build_model(cfg, vocab_size, num_classes, embed_dim)
+class SavedProgram:
+    """A trained program read back from its workdir, ready for inference.
 
-    def build(key):
-        params, model_state = text_task.init_variables(model, key, length)
-        return create_state(cfg, text_task, text_task.make_forward(model), params, model_state,
-                            trainable_mask(params), steps_per_epoch=1)
+    Attributes:
+      task, cfg, data: the task, the run's config and its prepared data (without examples).
+      state: the TrainState with a leading member axis (each member's best variables, or the latest).
+      members: the members' `Member.describe()` dicts. epoch: the epoch of the variables (one member's best
+        epoch with `checkpoint="best"`).
+      aux: what `Task.inference_aux` precomputed from the variables (Kim's CNN: the folded embedding), or None
+        (`use_aux=False`, or nothing to precompute).
+    """
 
-    state = jax.eval_shape(build, jax.random.key(0))  # static fields (apply_fn, tx, ...) ride in the treedef
-    saved = {"train": state.saveable(), "epoch": jax.ShapeDtypeStruct((), jnp.int32),
-             "rng": jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))}
-    if sharding is not None:
-        saved = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), saved)
-    return state, saved
+    def __init__(self, task: Task, cfg: Config, data: TaskData, state: TrainState, members: Sequence[dict[str, Any]],
+                 epoch: int, *, use_aux: bool = True):
+        self.task, self.cfg, self.data, self.state = task, cfg, data, state
+        self.members, self.epoch = list(members), epoch
+        single = len(self.members) == 1
+        # One member runs on its own state: the member axis squeezed once, not vmapped at every call.
+        self._state = jax.tree.map(lambda x: x[0], state) if single else state
+        self.aux = None
+        if use_aux:
+            aux = functools.partial(task.inference_aux, cfg)
+            self.aux = jax.jit(aux if single else jax.vmap(aux))(self._state.params)
+        if single:
+            logits = jax.jit(predict_step)
+            self._logits = lambda s, b, a: logits(s, b, a)[None]
+        else:
+            self._logits = jax.jit(jax.vmap(predict_step, in_axes=(0, None, 0)))
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def infer(self, batch: Mapping[str, Any]) -> jax.Array:
+        """<float32>[members, batch, classes] logits of one batch of model inputs (as `Task.batches` yields)."""
+        return self._logits(self._state, dict(batch), self.aux)
+
+    def logits(self, inputs: Any, batch_size: int = 256) -> np.ndarray:
+        """<float32>[members, n, classes] every member's logits for the raw `inputs` (texts, image files or
+        arrays, as the task reads them)."""
+        out = np.zeros((len(self), len(inputs), self.data.num_classes), np.float32)
+        for positions, batch in self.task.batches(self.cfg, self.data, inputs, batch_size):
+            out[:, positions] = np.asarray(self.infer(batch))[:, : len(positions)]
+        return out
 
 
-LENGTH_BUCKET = 8
-# Largest `fold_embeddings` table a Predictor builds (4x the embedding for Kim's bank); above it, the plain path.
-FOLD_LIMIT_BYTES = 1 << 30
+def _resolve_task(name: str, task: Task | None, workdir: pathlib.Path) -> Task:
+    if task is not None:
+        if task.name != name:
+            raise WorkdirError(f"{workdir}: holds a model of task {name!r}, not of {task.name!r}")
+        return task
+    if name not in tasks_lib.TASKS:
+        raise WorkdirError(f"{workdir}: holds a model of your own task {name!r}; load it in Python with "
+                           f"jaxcnn.load({str(workdir)!r}, task=...)")
+    return tasks_lib.get(name)
 
 
-def fold_for_inference(cfg: Config, params: dict[str, Any]) -> jax.Array | None:
-    """The precomputed embedding x conv-taps table (`fold_embeddings`), or None where it would not fit."""
-    m = cfg.model
-    vocab = next(params[k]["embedding"].shape[0] for k in ("embed", "embed_static") if k in params)
-    if folded_size(vocab, m.windows, m.maps) > FOLD_LIMIT_BYTES:
-        return None
-    return jax.jit(fold_embeddings, static_argnums=1)(params, tuple(m.windows))
+def load_program(workdir: str | os.PathLike, checkpoint: str = "best", task: Task | None = None) -> SavedProgram:
+    """Reads a program back from `workdir` (`checkpoint`: "best", each member's variables at its best dev epoch,
+    or "latest"); `task` for a workdir of your own task."""
+    workdir = pathlib.Path(workdir)
+    ckpt_dir = workdir / "checkpoints"
+    if not ckpt_dir.is_dir():
+        raise WorkdirError(f"{workdir}: no checkpoints/ folder; train a model there first (jaxcnn train "
+                           f"--workdir {workdir} ...)")
+    if checkpoint not in ("best", "latest"):
+        raise ConfigError(f"--checkpoint: {checkpoint!r} is not one of best, latest")
+    # Read-only: a training run may be writing to the same workdir. The meta (config, vocabulary, labels) is the
+    # same in every step of a run, so the newest readable one shapes the restore target.
+    with CheckpointManager(ckpt_dir, best_metric=None, read_only=True) as ckpt:
+        meta = ckpt.read_meta()
+        try:
+            task = _resolve_task(str(meta.get("task", "text")), task, workdir)
+            cfg = Config.from_dict(meta["config"])
+            data = task.restore(cfg, meta)
+            members = list(meta["members"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise WorkdirError(f"{ckpt_dir}: the checkpoint's meta is not one jaxcnn wrote ({e!r})") from None
+        template, abstract = abstract_state(cfg, task, data, members)
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), abstract)
+        restored = ckpt.restore_latest(abstract)
+    if restored is None:
+        raise WorkdirError(f"{ckpt_dir}: holds no finished checkpoint")
+    _, saved, meta = restored
+    state = template.restore(saved["train"])
+    epoch = int(saved["epoch"])
+    if checkpoint == "best":
+        state = state.replace(params=saved["best"]["params"], model_state=saved["best"]["model_state"])
+        progress = meta.get("progress", {}).get("members", [])
+        if len(members) == 1 and progress:
+            epoch = int(progress[0]["best_epoch"])
+    return SavedProgram(task, cfg, data, state, members, epoch)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Ensemble combiners: probabilities of K members <float32>[K, n, C] -> class scores <float>[n, C]
+
+
+def stacking_features(probs: np.ndarray) -> np.ndarray:
+    """<float32>[n, K * C] log-probabilities, member-major: what the stacking combiner reads."""
+    return np.log(np.clip(probs, _EPS, 1.0)).transpose(1, 0, 2).reshape(probs.shape[1], -1)
+
+
+def combine_scores(method: str, probs: np.ndarray, combiner: Mapping[str, Any] | None = None) -> np.ndarray:
+    """<float>[n, C] an ensemble's class scores, whose argmax is its prediction: probabilities for average,
+    bagging and stacking; vote shares, ties broken by the mean probability, for vote; normalised alpha-weighted
+    votes for boosting."""
+    combiner = combiner or {}
+    c = probs.shape[-1]
+    if method in ("average", "bagging"):
+        return probs.mean(0)
+    if method == "vote":
+        votes = np.stack([np.bincount(p, minlength=c) for p in probs.argmax(-1).T]).astype(np.float64)
+        return (votes + 0.5 * probs.mean(0)) / (probs.shape[0] + 0.5)
+    if method == "stacking":
+        logits = stacking_features(probs) @ np.asarray(combiner["weights"]) + np.asarray(combiner["bias"])
+        return np.asarray(jax.nn.softmax(logits, -1))
+    alphas = combiner.get("alphas", [1.0] * probs.shape[0])
+    votes = np.zeros(probs.shape[1:])
+    for a, hits in zip(alphas, probs.argmax(-1)):
+        votes += a * np.eye(c)[hits]
+    return votes / np.maximum(votes.sum(-1, keepdims=True), _EPS)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The predictor
 
 
 class Predictor:
-    """A trained text classifier.
+    """A trained classifier: one program of one member, or an ensemble's programs and their combining rule.
 
     Attributes:
-      cfg: the run's Config. encoder: the training TextEncoder. label_names: class names.
-      state: the TrainState restored from the chosen checkpoint. epoch: its epoch.
+      programs: the `SavedProgram`s. method: None for one model, else the ensemble's combining rule.
+      combiner: the rule's fitted values (stacking weights, boosting alphas). label_names: class names.
+      input_name: the raw input's key in prediction records ("text", "file").
     """
 
-    def __init__(self, cfg: Config, encoder, label_names: list[str], state: TrainState, epoch: int):
-        self.cfg, self.encoder, self.label_names, self.state, self.epoch = cfg, encoder, label_names, state, epoch
-        self._logits = jax.jit(predict_step)
-        self._eval = jax.jit(lambda s, b, f: eval_step(s, b, loss_fn=get_loss(cfg.train.loss), folded=f))
-        self.folded = fold_for_inference(cfg, state.params)
-
-    def logits(self, batch: dict[str, Any]) -> jax.Array:
-        """<float32>[batch, classes] for {"ids": <int32>[batch, length]}."""
-        return self._logits(self.state, batch, self.folded)
+    def __init__(self, programs: Sequence[SavedProgram], method: str | None = None,
+                 combiner: Mapping[str, Any] | None = None):
+        self.programs, self.method, self.combiner = list(programs), method, dict(combiner or {})
+        first = self.programs[0]
+        self.label_names = list(first.data.label_names)
+        self.input_name = first.task.input_name
+        for p in self.programs[1:]:
+            if list(p.data.label_names) != self.label_names:
+                raise WorkdirError(f"the ensemble's programs disagree on the labels: {p.data.label_names} vs "
+                                   f"{self.label_names}")
+        if method is None and (len(self.programs) != 1 or len(first) != 1):
+            raise WorkdirError(f"a predictor without a combining rule takes one program of one model, got "
+                               f"{sum(len(p) for p in self.programs)} models")
 
     @classmethod
-    def from_workdir(cls, workdir: str | pathlib.Path, checkpoint: str = "best") -> Predictor:
-        ckpt_dir = pathlib.Path(workdir) / "checkpoints"
-        if not ckpt_dir.is_dir():
-            raise WorkdirError(f"{workdir}: no checkpoints/ folder; train a model there first (jaxcnn train "
-                               f"--workdir {workdir} ...)")
-        # Read-only: a training run may be writing to the same workdir. The meta (config, vocabulary, labels) is
-        # the same in every step of a run, so the newest readable one shapes the restore target.
-        with CheckpointManager(ckpt_dir, best_metric="selection", read_only=True) as ckpt:
-            meta = ckpt.read_meta()
-            if meta.get("task", "text") == "image":  # same methods (predict_stream, evaluate_*), image inputs
-                from jaxcnn.tasks.image import ImagePredictor
+    def from_workdir(cls, workdir: str | os.PathLike, checkpoint: str = "best", task: Task | None = None
+                     ) -> Predictor:
+        """The model of a `jaxcnn train` workdir, or the chosen ensemble of a `jaxcnn ensemble` workdir."""
+        workdir = pathlib.Path(workdir)
+        if (workdir / ENSEMBLE_FILE).is_file():
+            method, combiner, dirs = read_ensemble(workdir)
+            return cls([load_program(d, "best", task) for d in dirs], method, combiner)
+        program = load_program(workdir, checkpoint, task)
+        if len(program) != 1:
+            raise WorkdirError(f"{workdir}: holds a program of {len(program)} models (cv, search); predict and "
+                               f"evaluate take the workdir of one model (jaxcnn train) or of an ensemble")
+        return cls([program])
 
-                return ImagePredictor.from_checkpoints(ckpt, meta, checkpoint)
-            cfg = Config.from_dict(meta["config"])
-            vocab = data_lib.Vocabulary.from_dict(meta["vocab"])
-            encoder = data_lib.TextEncoder.from_config(meta["encoder"], vocab)
-            labels = list(meta["label_names"])
-            template, abstract = abstract_run_state(
-                cfg, len(vocab), len(labels), encoder.length, meta.get("embed_dim"),
-                sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
-            restore = ckpt.restore_best if checkpoint == "best" else ckpt.restore_latest
-            restored = restore(abstract)
-            if restored is None:
-                raise WorkdirError(f"{ckpt_dir}: holds no finished checkpoint")
-            _, saved, _ = restored
-        return cls(cfg, encoder, labels, template.restore(saved["train"]), int(saved["epoch"]))
+    @property
+    def program(self) -> SavedProgram:
+        """The one program (of a `jaxcnn train` workdir)."""
+        return self.programs[0]
 
-    # -- prediction -----------------------------------------------------------------------------------------
-    # Texts are sorted by length and each batch is cut to its longest sentence plus Kim's padding, rounded up to
-    # a multiple of LENGTH_BUCKET: the same outputs as at the full length (windows over padding alone are masked
-    # out of the pooling), with a fraction of the work, and at most length / LENGTH_BUCKET compiled shapes.
-    def _batches(self, ids: np.ndarray, lengths: np.ndarray, batch_size: int):
-        """Yields (rows of `ids` in this batch, <int32>[batch_size, trimmed length] ids padded with zero rows)."""
-        order = np.argsort(lengths, kind="stable")
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
-            length = self._trimmed_length(int(lengths[rows].max()))
-            batch = np.zeros((batch_size, length), np.int32)
-            batch[: len(rows)] = ids[rows, :length]
-            yield rows, batch
+    @property
+    def epoch(self) -> int:
+        return self.programs[0].epoch
 
-    def _trimmed_length(self, longest: int) -> int:
-        m = self.cfg.model
-        shortest = max(m.windows) + (m.k - 1 if m.pooling == "kmax" else 0)
-        need = max(longest + 2 * self.encoder.pad_width, shortest)
-        return min(-(-need // LENGTH_BUCKET) * LENGTH_BUCKET, self.encoder.length)
+    # -- prediction -------------------------------------------------------------------------------------------
+    def scores(self, inputs: Any, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
+        """(<float>[n, classes] class scores (probabilities, or an ensemble's scores), the one model's
+        <float32>[n, classes] logits or None for an ensemble)."""
+        outputs = [p.logits(inputs, batch_size) for p in self.programs]
+        if self.method is None:
+            logits = outputs[0][0]
+            return np.asarray(jax.nn.softmax(logits, axis=-1)), logits
+        probs = np.concatenate([np.asarray(jax.nn.softmax(o, axis=-1)) for o in outputs])
+        return combine_scores(self.method, probs, self.combiner), None
 
-    def predict_proba(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
-        """<float32>[len(texts), classes] class probabilities."""
-        enc = self.encoder.encode(list(texts))
-        out = np.zeros((len(enc.ids), len(self.label_names)), np.float32)
-        for rows, batch in self._batches(enc.ids, enc.lengths, batch_size):
-            logits = self.logits({"ids": jnp.asarray(batch)})
-            out[rows] = np.asarray(jax.nn.softmax(logits[: len(rows)], axis=-1))
-        return out
+    def predict_proba(self, inputs: Any, batch_size: int = 256) -> np.ndarray:
+        """<float32>[len(inputs), classes] class probabilities (an ensemble: its scores, see `combine_scores`)."""
+        return self.scores(inputs, batch_size)[0]
 
-    def predict(self, texts: Sequence[str], batch_size: int = 256) -> list[dict[str, Any]]:
-        """[{"text", "label", "probabilities": {label name: p}}] for each text."""
-        return list(self.predict_stream(texts, batch_size))
+    def predict(self, inputs: Any, batch_size: int = 256) -> list[dict[str, Any]]:
+        """[{"text" (or "file"), "label", "probabilities": {label name: p}}] for each input."""
+        return list(self.predict_stream(inputs, batch_size))
 
-    def predict_stream(self, texts: Iterable[str], batch_size: int = 256,
-                       window: int = 16) -> Iterator[dict[str, Any]]:
-        """Like `predict`, lazily: reads `window` batches of texts at a time (sorted by length within that window),
-        so any number streams in bounded memory, in input order."""
-        for chunk in _chunks(texts, batch_size * window):
-            for text, p in zip(chunk, self.predict_proba(chunk, batch_size)):
-                yield {"text": text, "label": self.label_names[int(np.argmax(p))],
+    def predict_stream(self, inputs: Iterable[Any], batch_size: int = 256, window: int = 16
+                       ) -> Iterator[dict[str, Any]]:
+        """Like `predict`, lazily: reads `window` batches of inputs at a time, so any number streams in bounded
+        memory, in input order."""
+        for chunk in _chunks(inputs, batch_size * window):
+            for item, p in zip(chunk, self.predict_proba(chunk, batch_size)):
+                yield {self.input_name: item if isinstance(item, str) else str(item),
+                       "label": self.label_names[int(np.argmax(p))],
                        "probabilities": {name: float(q) for name, q in zip(self.label_names, p)}}
 
-    # -- evaluation -----------------------------------------------------------------------------------------
-    def evaluate_texts(self, texts: Sequence[str], labels: np.ndarray, batch_size: int = 500) -> dict[str, Any]:
-        """Metrics (loss, accuracy, macro-F1, per-class precision/recall, confusion) over labelled texts."""
-        enc = self.encoder.encode(list(texts))
+    # -- evaluation -------------------------------------------------------------------------------------------
+    def evaluate_inputs(self, inputs: Any, labels: np.ndarray, batch_size: int = 500) -> dict[str, Any]:
+        """Metrics (loss, accuracy, macro-F1, per-class precision/recall, confusion) over labelled inputs."""
         labels = np.asarray(labels, np.int32)
-        total = None
-        for rows, batch in self._batches(enc.ids, enc.lengths, batch_size):
-            y = np.zeros(batch_size, np.int32)
-            y[: len(rows)] = labels[rows]
-            mask = np.arange(batch_size) < len(rows)
-            sums = jax.device_get(self._eval(self.state, {"ids": batch, "label": y, "mask": mask}, self.folded))
-            total = sums if total is None else metrics_lib.add(total, sums)
-        if total is None:
-            total = {"loss_sum": 0.0, "count": 0.0, "confusion": np.zeros((len(self.label_names),) * 2)}
-        return metrics_lib.summarize(total, self.label_names)
+        c = len(self.label_names)
+        if len(labels) == 0:
+            return metrics_lib.summarize({"loss_sum": 0.0, "count": 0.0, "confusion": np.zeros((c, c))},
+                                         self.label_names)
+        scores, logits = self.scores(inputs, batch_size)
+        if logits is not None:
+            loss = np.asarray(get_loss(self.program.cfg.train.loss)(logits, labels, 0.0))
+        else:
+            loss = -np.log(np.clip(scores[np.arange(len(labels)), labels], _EPS, None))
+        confusion = np.zeros((c, c))
+        np.add.at(confusion, (labels, scores.argmax(-1)), 1)
+        return metrics_lib.summarize({"loss_sum": float(loss.sum()), "count": float(len(labels)),
+                                      "confusion": confusion}, self.label_names)
 
     def evaluate_split(self, split: str = "test") -> dict[str, Any]:
-        """Metrics on a split of the run's own dataset (same fold, seed and dev carving as in training)."""
-        dsd, _, _ = text_task.load_splits(self.cfg)
-        rows = dsd[split][:]
-        result = self.evaluate_texts(rows["text"], np.asarray(rows["label"]))
+        """Metrics on a split of the run's own data (same protocol, fold, seed and dev carving as in training)."""
+        p = self.program
+        examples = p.task.load(p.cfg)
+        member = p.members[0]
+        rows = examples.rows(p.cfg, fold=member.get("fold"))[split]
+        result = self.evaluate_inputs(examples.take(rows), examples.labels[rows])
         return {"split": split, "epoch": self.epoch, **result}
 
     def evaluate_file(self, path: str, fmt: str | None = None) -> dict[str, Any]:
         """Metrics on a labelled file; its labels are matched to the model's by name (or by integer id)."""
-        d = self.cfg.data
-        ds = data_lib.load_files(path, fmt=fmt or d.format, text_column=d.text_column,
-                                 label_column=d.label_column)["train"]
-        mapping = match_labels(ds.features["label"].names, self.label_names, path)
-        rows = ds[:]
-        labels = mapping[np.asarray(rows["label"], np.int64)]
-        return {"file": str(path), "epoch": self.epoch, **self.evaluate_texts(rows["text"], labels)}
+        p = self.program
+        inputs, labels, names = p.task.read_labelled(p.cfg, p.data, path, fmt)
+        mapping = match_labels(names, self.label_names, path)
+        return {"file": str(path), "epoch": self.epoch, **self.evaluate_inputs(inputs, mapping[labels])}
+
+
+def read_ensemble(workdir: pathlib.Path) -> tuple[str, dict[str, Any], list[pathlib.Path]]:
+    """(method, combiner, program folders) of the chosen ensemble in `workdir/ensemble.json`, checked: a damaged
+    or crafted file is a one-line WorkdirError, and every folder it names must lie inside the workdir."""
+    path = workdir / ENSEMBLE_FILE
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        method = info["chosen"]
+        combiner = info.get("combiners", {}).get(method, {})
+        dirs = info["programs"][method]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise WorkdirError(f"{path}: not a readable ensemble description ({e.__class__.__name__}: {e})") from None
+    if method not in ENSEMBLE_METHODS or not isinstance(combiner, dict) or not isinstance(dirs, list) or not dirs:
+        raise WorkdirError(f"{path}: not a readable ensemble description (method {method!r})")
+    root = workdir.resolve()
+    folders = []
+    for d in dirs:
+        folder = (workdir / str(d)).resolve()
+        if not isinstance(d, str) or not folder.is_relative_to(root) or folder == root:
+            raise WorkdirError(f"{path}: program folder {d!r} is not inside {workdir}")
+        folders.append(folder)
+    return method, combiner, folders
 
 
 def match_labels(file_names: Sequence[str], model_names: Sequence[str], path: str | os.PathLike) -> np.ndarray:
@@ -197,7 +311,7 @@ def match_labels(file_names: Sequence[str], model_names: Sequence[str], path: st
     return np.asarray(mapping, np.int32)
 
 
-def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     it = iter(items)
     while chunk := list(itertools.islice(it, size)):
         yield chunk

@@ -1,8 +1,12 @@
-"""`jaxcnn bench` as a script: `python scripts/benchmark.py --data-dir ../shared/data --out bench/latest`."""
+"""The benchmarks: `python scripts/benchmark.py --data-dir ../shared/data --out bench/latest` (`jaxcnn bench` runs
+this file). They live in benchmarks/, beside the package."""
 
+import pathlib
 import sys
 
-from jaxcnn.cli import exit_with, main
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from benchmarks.suite import main  # noqa: E402
 
 if __name__ == "__main__":
-    exit_with(main(["bench", *sys.argv[1:]]))
+    sys.exit(main())

@@ -17,7 +17,9 @@ import sys
 import tempfile
 import time
 
-from jaxcnn import reliability
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from tools import faults  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,15 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, default=1, help="devices to train on")
     ns = parser.parse_args(argv)
     root = pathlib.Path(ns.root or tempfile.mkdtemp(prefix="jaxcnn-kill-resume-"))
-    files = reliability.write_synthetic_splits(root / "data", n_train=ns.train_examples, n_dev=200, n_test=200)
+    files = faults.write_synthetic_splits(root / "data", n_train=ns.train_examples, n_dev=200, n_test=200)
     extra = ["--checkpoint-every", str(ns.checkpoint_every), "--devices", str(ns.devices), "--tensorboard"]
-    batch, per_dispatch = 16, 2  # as in `reliability.train_args`
+    batch, per_dispatch = 16, 2  # as in `faults.train_args`
     steps = -(-ns.train_examples // batch)
-    plan = reliability.random_plan(ns.kills, ns.epochs, ns.seed, steps_per_epoch=steps,
+    plan = faults.random_plan(ns.kills, ns.epochs, ns.seed, steps_per_epoch=steps,
                                    steps_per_dispatch=per_dispatch, checkpoint_every=ns.checkpoint_every)
     print(f"root: {root}\nplan: {', '.join(map(str, plan))}", flush=True)
     start = time.monotonic()
-    report = reliability.kill_resume(root, plan, epochs=ns.epochs, extra=extra, files=files)
+    report = faults.kill_resume(root, plan, epochs=ns.epochs, extra=extra, files=files)
     print(report.table())
     lost = [r.seconds_lost for r in report.records if r.killed]
     print(f"\nkills survived: {report.kills_survived} of {len(plan)}; seconds lost per kill: median "

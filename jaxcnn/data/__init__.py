@@ -1,5 +1,5 @@
 """Text data for jaxcnn: tokenizers, vocabularies, fixed-length encoding, word vectors, the benchmark registry,
-splits and batching.
+splits and protocols.
 
 Names are imported on first use, so `import jaxcnn.data` stays cheap (the `datasets` library is only loaded by
 the functions that build DatasetDicts).
@@ -14,8 +14,7 @@ _EXPORTS = {
     "VectorReport": "embeddings", "load_word_vectors": "embeddings",
     "DATASETS": "registry", "DatasetSpec": "registry", "load_splits": "registry", "load_files": "registry",
     "load_hub": "registry", "resolve_protocol": "registry", "get_spec": "registry",
-    "kfold_indices": "splits", "dev_split": "splits",
-    "train_batches": "batching", "eval_batches": "batching", "num_batches": "batching",
+    "kfold_indices": "splits", "dev_split": "splits", "protocol_rows": "splits",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -38,12 +38,14 @@ class Encoded:
       lengths: <int32>[n] number of sentence ids kept (BOS/EOS included).
       truncated: how many sentences lost tokens to `max_len`.
       mask: <bool>[n, length] True on sentence positions.
+      cut: <bool>[n] which sentences lost tokens.
     """
 
     ids: np.ndarray
     lengths: np.ndarray
     truncated: int
     mask: np.ndarray
+    cut: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +68,7 @@ class TextEncoder:
         if self.max_len < 1:
             raise ConfigError(f"--max-len: must be at least 1, got {self.max_len}")
         if self.pad_width < 0:
-            raise ConfigError(f"--pad-width: must be >= 0, got {self.pad_width}")
+            raise ConfigError(f"pad_width: must be >= 0, got {self.pad_width} (the widest filter - 1)")
         if self.vocab.bos_eos and self.max_len < 2:
             raise ConfigError(f"--max-len: must be at least 2 with BOS/EOS markers, got {self.max_len}")
 
@@ -92,7 +94,7 @@ class TextEncoder:
             max_len = max(max_len, 1)
         if cap is not None:
             if cap < 1:
-                raise ConfigError(f"--max-len-cap: must be at least 1, got {cap}")
+                raise ConfigError(f"--max-len: must be at least 1, got {cap}")
             max_len = min(max_len, cap)
         return cls(tok, vocab, max_len=max_len, pad_width=pad_width)
 
@@ -126,7 +128,8 @@ class TextEncoder:
         ids[rows, cols] = flat
         positions = np.arange(length) - self.pad_width
         mask = (positions[None, :] >= 0) & (positions[None, :] < kept[:, None])
-        return Encoded(ids=ids, lengths=kept.astype(np.int32), truncated=int((full > keep).sum()), mask=mask)
+        cut = full > keep
+        return Encoded(ids=ids, lengths=kept.astype(np.int32), truncated=int(cut.sum()), mask=mask, cut=cut)
 
     def to_config(self, include_vocab: bool = False) -> dict[str, Any]:
         """JSON-able description; the vocabulary is saved separately unless `include_vocab`."""

@@ -24,8 +24,7 @@ from jaxcnn.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-Protocol = Literal["cv", "official", "train_test"]
-PROTOCOLS = ("cv", "official", "train_test")
+Protocol = Literal["cv", "official", "train_test", "holdout"]
 SPLITS = ("train", "dev", "test")
 _HUB_SPLITS = {"train": "train", "validation": "dev", "valid": "dev", "val": "dev", "dev": "dev", "test": "test"}
 _FILE_SUFFIXES = {".txt", ".csv", ".tsv", ".jsonl", ".json", ".parquet", ".all", ".train", ".dev", ".test"}
@@ -540,43 +539,20 @@ def load_files(train_file: str | os.PathLike, dev_file: str | os.PathLike | None
 
 def resolve_protocol(dsd: Any, protocol: Protocol, *, fold: int = 0, folds: int = 10, seed: int = 0,
                      dev_fraction: float = 0.1, stratify: bool = False) -> Any:
-    """Turns loaded splits into exactly "train", "dev" and "test".
-
-    - "cv": all given splits are pooled; test = fold `fold` of a seeded `folds`-fold partition (kfold_indices with
-      `seed`), dev = `dev_fraction` of the rest (dev_split seeded with (seed, fold)).
-    - "official": train/dev/test as given (all three required).
-    - "train_test": train and test as given (no dev allowed); dev = `dev_fraction` of train (seeded with seed).
-    `stratify` keeps class proportions in folds and dev sets.
-    """
+    """Turns loaded splits into exactly "train", "dev" and "test" (`jaxcnn.data.splits.protocol_rows` on the
+    concatenated splits: "cv" pools them and cuts fold `fold`, "official" keeps them, "train_test" carves dev from
+    train; `stratify` keeps class proportions in folds and dev sets)."""
     import datasets
 
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"--protocol: unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     present = [s for s in SPLITS if s in dsd]
-
-    def labels_of(ds: Any) -> np.ndarray | None:
-        return np.asarray(ds["label"][:]) if stratify else None
-
-    if protocol == "official":
-        if present != list(SPLITS):
-            raise ConfigError(f"--protocol official: needs train, dev and test splits, found {', '.join(present)}")
-        return datasets.DatasetDict({s: dsd[s] for s in SPLITS})
-    if protocol == "train_test":
-        if present != ["train", "test"]:
-            raise ConfigError(f"--protocol train_test: needs exactly train and test splits, found "
-                              f"{', '.join(present)} (use 'official' when a dev split is given)")
-        train_idx, dev_idx = splits.dev_split(len(dsd["train"]), dev_fraction, seed, labels_of(dsd["train"]))
-        return datasets.DatasetDict({"train": dsd["train"].select(train_idx), "dev": dsd["train"].select(dev_idx),
-                                     "test": dsd["test"]})
-    if not present:
-        raise ConfigError("--protocol cv: no train, dev or test split to cross-validate over")
-    pool = dsd[present[0]] if len(present) == 1 else datasets.concatenate_datasets([dsd[s] for s in present])
-    if not 0 <= fold < folds:
-        raise ConfigError(f"--fold: must be in 0..{folds - 1}, got {fold}")
-    pool_labels = labels_of(pool)
-    test_idx = splits.kfold_indices(len(pool), folds, seed, pool_labels)[fold]
-    rest = np.setdiff1d(np.arange(len(pool)), test_idx)
-    train_pos, dev_pos = splits.dev_split(len(rest), dev_fraction, [seed, fold],
-                                          None if pool_labels is None else pool_labels[rest])
-    return datasets.DatasetDict({"train": pool.select(rest[train_pos]), "dev": pool.select(rest[dev_pos]),
-                                 "test": pool.select(test_idx)})
+    pool = (datasets.concatenate_datasets([dsd[s] for s in present]) if len(present) > 1
+            else dsd[present[0]] if present else None)
+    given, start = {}, 0
+    for s in present:
+        given[s] = np.arange(start, start + len(dsd[s]))
+        start += len(dsd[s])
+    labels = (np.asarray(pool["label"][:]) if (stratify or protocol == "holdout") and pool is not None
+              else None)
+    rows = splits.protocol_rows(given, protocol, labels=labels, fold=fold, folds=folds, seed=seed,
+                                dev_fraction=dev_fraction, stratify=stratify)
+    return datasets.DatasetDict({s: pool.select(rows[s]) for s in SPLITS})

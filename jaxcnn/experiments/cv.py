@@ -1,6 +1,6 @@
 """`jaxcnn cv`: Kim's protocol with every fold and seed trained as one program.
 
-Writes into the workdir (beside the program's own files, see `jaxcnn.train.multi.MultiRun`):
+Writes into the workdir (beside the program's own files, see `jaxcnn.train.trainer`):
     results.json   per-member results and the aggregate (mean, std, min, max over seeds and over members)
     results.md     the per-member table and the aggregate line
     results.png    a dot per seed (rings: each member), Kim (2014)'s value and the Torch port's as lines;
@@ -14,10 +14,11 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
+from jaxcnn import tasks as tasks_lib
 from jaxcnn.configs import Config
 from jaxcnn.experiments import report
-from jaxcnn.experiments.pool import load_source
-from jaxcnn.experiments.programs import protocol_members, run_program
+from jaxcnn.experiments.programs import protocol_members
+from jaxcnn.train.trainer import train_members
 from jaxcnn.train.workdir import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("jaxcnn")
@@ -32,14 +33,15 @@ def cross_validate(cfg: Config, workdir: str | pathlib.Path, seeds: Sequence[int
     """
     cfg.validate()
     workdir = pathlib.Path(workdir)
-    source = load_source(cfg)
-    members = protocol_members(cfg, source, seeds)
-    summaries = run_program(cfg, source, members, workdir).summaries()
+    task = tasks_lib.get(cfg.data.task)
+    examples = task.load(cfg)
+    members = protocol_members(cfg, examples, seeds)
+    run = train_members(cfg, members, workdir, task=task, examples=examples)
+    summaries = run.member_summaries()
     result = {"dataset": report.dataset_name(cfg), "variant": cfg.model.variant,
-              "protocol": source.protocol, "folds": cfg.data.folds if source.protocol == "cv" else None,
+              "protocol": examples.protocol, "folds": cfg.data.folds if examples.protocol == "cv" else None,
               "seeds": list(seeds), "epochs": cfg.train.epochs, "members": summaries,
-              "aggregate": report.aggregate(summaries),
-              "wall_seconds": max(s["wall_seconds"] for s in summaries)}
+              "aggregate": report.aggregate(summaries), "wall_seconds": run.progress.wall_seconds}
     write_results(workdir, result)
     return result
 

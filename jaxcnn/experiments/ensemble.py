@@ -15,18 +15,19 @@ All ensembles use one split (the config's seed and fold) and K trainings:
 "Same budget": the K trainings could instead have picked one model by dev accuracy; `single.dev_selected` is
 that model's test accuracy, and each method `beats_single` when its test accuracy is higher.
 
-Workdir: `seeds/`, `bagging/`, `boosting/round-<m>/` (MultiRun workdirs), `ensemble.json` (results and the
-combiners) and `ensemble.md`. `jaxcnn predict --workdir DIR` predicts with the method best on dev.
+Workdir: `config.json` (the shared config), `seeds/`, `bagging/`, `boosting/round-<m>/` (program workdirs),
+`ensemble.json` (results and the combiners) and `ensemble.md`. `jaxcnn predict --workdir DIR` predicts with the
+method best on dev (`jaxcnn.predict.Predictor`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import json
 import logging
 import math
 import pathlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -35,41 +36,63 @@ import numpy as np
 import optax
 
 from jaxcnn import data as data_lib
+from jaxcnn import tasks as tasks_lib
 from jaxcnn.configs import Config
-from jaxcnn.errors import WorkdirError
 from jaxcnn.experiments import report
-from jaxcnn.experiments.pool import Source, bootstrap, load_source, split_rows
-from jaxcnn.experiments.programs import run_program
-from jaxcnn.tasks import text as text_task
-from jaxcnn.train.checkpoint import CheckpointManager
-from jaxcnn.train.multi import Member, abstract_saveable
-from jaxcnn.train.workdir import atomic_write_json, atomic_write_text
+from jaxcnn.predict import ENSEMBLE_FILE, stacking_features
+from jaxcnn.tasks.api import Examples, Task
+from jaxcnn.train.program import Member
+from jaxcnn.train.trainer import RESULT_NEUTRAL, Run, member_for, train_members
+from jaxcnn.train.workdir import WorkdirLock, atomic_write_json, atomic_write_text, check_config
 
 log = logging.getLogger("jaxcnn")
-ENSEMBLE_FILE = "ensemble.json"
 _EPS = 1e-7
+
+
+@dataclasses.dataclass
+class _Setup:
+    """What every program of an ensemble shares: the task, the examples, the split and the seeds."""
+
+    cfg: Config
+    task: Task
+    examples: Examples
+    split: Member
+    seeds: list[int]
+
+    def labels(self, split: str) -> np.ndarray:
+        return self.examples.labels[getattr(self.split, split)]
+
+    def train(self, members: Sequence[Member], workdir: pathlib.Path) -> Run:
+        return train_members(self.cfg, members, workdir, task=self.task, examples=self.examples)
+
+    def member(self, name: str, seed: int, **kwargs: Any) -> Member:
+        s = self.split
+        return Member(name, seed, kwargs.pop("train", s.train), s.dev, s.test, s.fold, **kwargs)
 
 
 def run_ensembles(cfg: Config, workdir: str | pathlib.Path, k: int, methods: Sequence[str]) -> dict[str, Any]:
     """Trains (or resumes) what `methods` need, combines, compares with the single model, writes ensemble.json."""
     cfg.validate()
     workdir = pathlib.Path(workdir)
-    source = load_source(cfg)
-    rows = split_rows(source, cfg)
+    with WorkdirLock(workdir):
+        check_config(workdir, cfg.to_dict(), ignore=RESULT_NEUTRAL)
+    task = tasks_lib.get(cfg.data.task)
+    examples = task.load(cfg)
     seeds = [cfg.train.seed + i for i in range(k)]
+    setup = _Setup(cfg, task, examples, member_for(cfg, examples), seeds)
     out: dict[str, Any] = {"dataset": report.dataset_name(cfg), "variant": cfg.model.variant, "members": k,
                            "seeds": seeds, "single": None, "methods": {}, "combiners": {}, "programs": {}}
-    labels = {s: source.labels[rows[s]] for s in ("dev", "test")}
+    labels = {s: setup.labels(s) for s in ("dev", "test")}
     if {"average", "vote", "stacking"} & set(methods):
-        _seed_ensembles(out, cfg, source, rows, labels, methods, workdir)
+        _seed_ensembles(out, setup, labels, methods, workdir)
     if "bagging" in methods:
-        members = [Member(f"bag {s}", s, bootstrap(rows["train"], s), rows["dev"], rows["test"]) for s in seeds]
-        run = run_program(cfg, source, members, workdir / "bagging")
-        probs = {s: run.program.probabilities(rows[s], run.program.best_params) for s in ("dev", "test")}
+        members = [setup.member(f"bag {s}", s, train=bootstrap(setup.split.train, s)) for s in seeds]
+        run = setup.train(members, workdir / "bagging")
+        probs = {s: run.program.probabilities(getattr(setup.split, s)) for s in ("dev", "test")}
         _record(out, "bagging", combine("average", probs["dev"]), combine("average", probs["test"]), labels,
-                ["bagging"], run.summaries())
+                ["bagging"], run.member_summaries())
     if "boosting" in methods:
-        alphas, probs, dirs, summaries = boost(cfg, source, rows, seeds, workdir / "boosting")
+        alphas, probs, dirs, summaries = boost(setup, workdir / "boosting")
         out["combiners"]["boosting"] = {"alphas": alphas}
         _record(out, "boosting", samme(probs["dev"], alphas), samme(probs["test"], alphas), labels, dirs, summaries)
     for r in out["methods"].values():
@@ -81,21 +104,27 @@ def run_ensembles(cfg: Config, workdir: str | pathlib.Path, k: int, methods: Seq
     return out
 
 
-def _seed_ensembles(out: dict[str, Any], cfg: Config, source: Source, rows: dict[str, np.ndarray],
-                    labels: dict[str, np.ndarray], methods: Sequence[str], workdir: pathlib.Path) -> None:
+def bootstrap(rows: np.ndarray, seed: int) -> np.ndarray:
+    """A resample of `rows` of the same size, with replacement, sorted (the member's data order then depends on
+    its seed alone, as for any member)."""
+    rng = np.random.default_rng([seed, 7919])
+    return np.sort(rng.choice(rows, size=len(rows), replace=True)).astype(np.int32)
+
+
+def _seed_ensembles(out: dict[str, Any], setup: _Setup, labels: dict[str, np.ndarray], methods: Sequence[str],
+                    workdir: pathlib.Path) -> None:
     """average, vote and stacking: one program of seed-members, combined three ways."""
-    members = [Member(f"seed {s}", s, rows["train"], rows["dev"], rows["test"]) for s in out["seeds"]]
-    run = run_program(cfg, source, members, workdir / "seeds")
-    probs = {s: run.program.probabilities(rows[s], run.program.best_params) for s in ("dev", "test")}
+    run = setup.train([setup.member(f"seed {s}", s) for s in setup.seeds], workdir / "seeds")
+    probs = {s: run.program.probabilities(getattr(setup.split, s)) for s in ("dev", "test")}
     for method in ("average", "vote"):
         if method in methods:
             _record(out, method, combine(method, probs["dev"]), combine(method, probs["test"]), labels, ["seeds"],
-                    run.summaries())
+                    run.member_summaries())
     if "stacking" in methods:
         weights, bias = fit_stacking(probs["dev"], labels["dev"])
         out["combiners"]["stacking"] = {"weights": weights.tolist(), "bias": bias.tolist()}
         _record(out, "stacking", cross_fit_stacking(probs["dev"], labels["dev"]),
-                apply_stacking(probs["test"], weights, bias), labels, ["seeds"], run.summaries())
+                apply_stacking(probs["test"], weights, bias), labels, ["seeds"], run.member_summaries())
 
 
 def _record(out: dict[str, Any], method: str, dev_pred: np.ndarray, test_pred: np.ndarray,
@@ -124,18 +153,13 @@ def combine(method: str, probs: np.ndarray) -> np.ndarray:
     return (votes + 0.5 * mean).argmax(-1)  # a mean probability (< 1) only breaks ties between equal counts
 
 
-def _features(probs: np.ndarray) -> np.ndarray:
-    """<float32>[n, K * C] log-probabilities, member-major."""
-    return np.log(np.clip(probs, _EPS, 1.0)).transpose(1, 0, 2).reshape(probs.shape[1], -1)
-
-
 def fit_stacking(probs: np.ndarray, labels: np.ndarray, l2: float = 1e-2, steps: int = 200
                  ) -> tuple[np.ndarray, np.ndarray]:
     """A multinomial logistic regression (L2-penalised, L-BFGS) from members' log-probabilities to the label.
 
     Returns: (weights <float32>[K * C, C], bias <float32>[C]).
     """
-    w, b = _fit_logistic(jnp.asarray(_features(probs)), jnp.asarray(labels), jnp.float32(l2),
+    w, b = _fit_logistic(jnp.asarray(stacking_features(probs)), jnp.asarray(labels), jnp.float32(l2),
                          num_classes=probs.shape[-1], steps=steps)
     return np.asarray(w), np.asarray(b)
 
@@ -160,7 +184,7 @@ def _fit_logistic(x: jax.Array, y: jax.Array, l2: jax.Array, *, num_classes: int
 
 
 def apply_stacking(probs: np.ndarray, weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    return (_features(probs) @ weights + bias).argmax(-1)
+    return (stacking_features(probs) @ weights + bias).argmax(-1)
 
 
 def cross_fit_stacking(probs: np.ndarray, labels: np.ndarray, folds: int = 5) -> np.ndarray:
@@ -184,25 +208,25 @@ def samme(probs: np.ndarray, alphas: Sequence[float]) -> np.ndarray:
     return votes.argmax(-1)
 
 
-def boost(cfg: Config, source: Source, rows: dict[str, np.ndarray], seeds: Sequence[int], workdir: pathlib.Path
+def boost(setup: _Setup, workdir: pathlib.Path
           ) -> tuple[list[float], dict[str, np.ndarray], list[str], list[dict[str, Any]]]:
     """SAMME rounds (see the module docstring). Returns (alphas, {"dev", "test": <float32>[rounds, n, C]},
     round workdirs relative to the ensemble's, round summaries)."""
-    train_labels = source.labels[rows["train"]]
-    n, c = len(train_labels), len(source.label_names)
+    split = setup.split
+    train_labels = setup.labels("train")
+    n, c = len(train_labels), len(setup.examples.label_names)
     weights = np.ones(n, np.float64)
     alphas: list[float] = []
     probs: dict[str, list[np.ndarray]] = {"dev": [], "test": []}
     dirs, summaries = [], []
-    for m, seed in enumerate(seeds):
-        member = Member(f"round {m}", seed, rows["train"], rows["dev"], rows["test"],
-                        weights=(weights * n / weights.sum()).astype(np.float32))
-        run = run_program(cfg, source, [member], workdir / f"round-{m}")
+    for m, seed in enumerate(setup.seeds):
+        member = setup.member(f"round {m}", seed, weights=(weights * n / weights.sum()).astype(np.float32))
+        run = setup.train([member], workdir / f"round-{m}")
         dirs.append(f"boosting/round-{m}")
-        summaries += run.summaries()
+        summaries += run.member_summaries()
         for s in ("dev", "test"):
-            probs[s].append(run.program.probabilities(rows[s], run.program.best_params)[0])
-        wrong = run.program.probabilities(rows["train"], run.program.best_params)[0].argmax(-1) != train_labels
+            probs[s].append(run.program.probabilities(getattr(split, s))[0])
+        wrong = run.program.probabilities(split.train)[0].argmax(-1) != train_labels
         error = float(weights[wrong].sum() / weights.sum())
         if error >= 1.0 - 1.0 / c:
             log.info("boosting round %d: weighted error %.4f is no better than chance; stopping", m, error)
@@ -232,112 +256,3 @@ def _table(out: dict[str, Any]) -> str:
         lines.append(f"| {name} | {report.pct(r['dev_accuracy'], 2)} | {report.pct(r['test_accuracy'], 2)} | "
                      f"{'yes' if r['beats_single'] else 'no'} |")
     return "\n".join([*lines, "", f"`jaxcnn predict` on this workdir uses: {out['chosen']} (best on dev)", ""])
-
-
-# -- prediction from an ensemble workdir ----------------------------------------------------------------------
-def is_ensemble(workdir: str | pathlib.Path) -> bool:
-    return (pathlib.Path(workdir) / ENSEMBLE_FILE).is_file()
-
-
-class EnsemblePredictor:
-    """Predicts with the chosen ensemble of an `jaxcnn ensemble` workdir (same interface as `Predictor`).
-
-    Attributes:
-      method: the combiner. encoder, label_names: the members' (shared) text encoding and classes.
-    """
-
-    def __init__(self, method: str, combiner: dict[str, Any], encoder, label_names: list[str],
-                 programs: list[tuple[Any, Any, Any]]):
-        self.method, self.combiner, self.encoder, self.label_names = method, combiner, encoder, label_names
-        self._programs = programs
-
-    @classmethod
-    def from_workdir(cls, workdir: str | pathlib.Path) -> EnsemblePredictor:
-        workdir = pathlib.Path(workdir)
-        path = workdir / ENSEMBLE_FILE
-        try:
-            info = json.loads(path.read_text(encoding="utf-8"))
-            method = info["chosen"]
-            combiner = info["combiners"].get(method, {})
-            dirs = info["programs"][method]
-        except (OSError, ValueError, KeyError) as e:
-            raise WorkdirError(f"{path}: not a readable ensemble description ({e})") from None
-        programs, encoder, labels = [], None, None
-        for d in dirs:
-            forward, params, model_state, encoder, labels = _load_program(workdir / d)
-            probs = jax.jit(jax.vmap(lambda p, s, ids, f=forward: jax.nn.softmax(
-                f({"params": p, **s}, {"ids": ids}, train=False, rng=None, mutable=False), -1),
-                in_axes=(0, 0, None)))
-            programs.append((probs, params, model_state))
-        return cls(method, combiner, encoder, labels, programs)
-
-    def member_probabilities(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
-        """<float32>[K, len(texts), C] every member's class probabilities."""
-        chunks = []
-        for start in range(0, len(texts), batch_size):
-            chunk = list(texts[start:start + batch_size])
-            # Padded to `batch_size` rows: one compiled shape whatever the number of texts.
-            ids = np.zeros((batch_size, self.encoder.length), np.int32)
-            ids[: len(chunk)] = self.encoder.encode(chunk).ids
-            probs = [fn(params, state, ids) for fn, params, state in self._programs]
-            chunks.append(np.concatenate([np.asarray(p) for p in probs])[:, : len(chunk)])
-        if not chunks:
-            return np.zeros((sum(jax.tree.leaves(p)[0].shape[0] for _, p, _ in self._programs), 0,
-                             len(self.label_names)), np.float32)
-        return np.concatenate(chunks, axis=1)
-
-    def predict_proba(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
-        """<float32>[n, C]: class scores of the ensemble, whose argmax is its prediction (probabilities for
-        average, bagging and stacking; vote shares, ties broken by the mean probability, for vote; normalised
-        alpha-weighted votes for boosting)."""
-        probs = self.member_probabilities(texts, batch_size)
-        c = probs.shape[-1]
-        if self.method in ("average", "bagging"):
-            return probs.mean(0)
-        if self.method == "vote":
-            votes = np.stack([np.bincount(p, minlength=c) for p in probs.argmax(-1).T]).astype(np.float64)
-            return (votes + 0.5 * probs.mean(0)) / (probs.shape[0] + 0.5)
-        if self.method == "stacking":
-            logits = _features(probs) @ np.asarray(self.combiner["weights"]) + np.asarray(self.combiner["bias"])
-            return np.asarray(jax.nn.softmax(logits, -1))
-        alphas = self.combiner.get("alphas", [1.0] * probs.shape[0])
-        votes = np.zeros(probs.shape[1:])
-        for a, hits in zip(alphas, probs.argmax(-1)):
-            votes += a * np.eye(c)[hits]
-        return votes / votes.sum(-1, keepdims=True)
-
-    def predict_stream(self, texts: Iterable[str], batch_size: int = 256) -> Iterator[dict[str, Any]]:
-        """One record per text: {"text", "label", "probabilities": {label: score}}, `batch_size` texts at a time."""
-        it = iter(texts)
-        while chunk := [t for _, t in zip(range(batch_size), it)]:
-            scores = self.predict_proba(chunk, batch_size)
-            for text, p in zip(chunk, scores):
-                yield {"text": text, "label": self.label_names[int(np.argmax(p))],
-                       "probabilities": {n: float(q) for n, q in zip(self.label_names, p)}}
-
-    def predict(self, texts: Sequence[str], batch_size: int = 256) -> list[dict[str, Any]]:
-        return list(self.predict_stream(texts, batch_size))
-
-
-def _load_program(workdir: pathlib.Path):
-    """(forward, stacked best params, stacked model state, encoder, label names) of a MultiRun workdir."""
-    from jaxcnn.configs import Config
-
-    with CheckpointManager(workdir / "checkpoints", best_metric=None, read_only=True) as ckpt:
-        meta = ckpt.read_meta()
-        cfg = Config.from_dict(meta["config"])
-        vocab = data_lib.Vocabulary.from_dict(meta["vocab"])
-        encoder = data_lib.TextEncoder.from_config(meta["encoder"], vocab)
-        labels = list(meta["label_names"])
-        data = text_task.TextData(encoder, labels, {})
-        abstract = abstract_saveable(cfg, data, meta["members"], meta.get("embed_dim"))
-        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), abstract)
-        restored = ckpt.restore_latest(abstract)
-    if restored is None:
-        raise WorkdirError(f"{workdir / 'checkpoints'}: holds no finished checkpoint")
-    _, saved, _ = restored
-    embed_dim = meta.get("embed_dim")
-    model = text_task.build_model(cfg, len(vocab), len(labels), embed_dim)
-    return text_task.make_forward(model), saved["best_params"], saved["train"]["model_state"], encoder, labels
-

@@ -1,14 +1,14 @@
-"""Members from a protocol, and one multi-member program run in a workdir."""
+"""Members from a protocol, and the `--seeds` flag."""
 
 from __future__ import annotations
 
-import pathlib
 from collections.abc import Sequence
 
 from jaxcnn.configs import Config
 from jaxcnn.errors import ConfigError
-from jaxcnn.experiments.pool import Source, build_pool, split_rows
-from jaxcnn.train.multi import Member, MultiRun
+from jaxcnn.tasks.api import Examples
+from jaxcnn.train.program import Member
+from jaxcnn.train.trainer import member_for
 
 
 def parse_seeds(text: str | int, base: int = 0) -> list[int]:
@@ -26,25 +26,9 @@ def parse_seeds(text: str | int, base: int = 0) -> list[int]:
     return seeds
 
 
-def protocol_members(cfg: Config, source: Source, seeds: Sequence[int]) -> list[Member]:
+def protocol_members(cfg: Config, examples: Examples, seeds: Sequence[int]) -> list[Member]:
     """Kim's protocol for the dataset: every fold x seed for a CV set (`cfg.data.folds` folds), every seed on the
     one split otherwise. Splits are drawn with the config's seed (the split seed), so seeds vary only the
     training (init, data order, dropout) and all members of a fold share its sentences."""
-    if source.protocol == "cv":
-        members = []
-        for fold in range(cfg.data.folds):
-            rows = split_rows(source, cfg, fold=fold)
-            members += [Member(f"fold {fold} seed {s}", s, rows["train"], rows["dev"], rows["test"], fold=fold)
-                        for s in seeds]
-        return members
-    rows = split_rows(source, cfg)
-    return [Member(f"seed {s}", s, rows["train"], rows["dev"], rows["test"]) for s in seeds]
-
-
-def run_program(cfg: Config, source: Source, members: Sequence[Member], workdir: str | pathlib.Path) -> MultiRun:
-    """Trains (or resumes) `members` as one program in `workdir`; the finished run holds their summaries
-    (`summaries()`) and best params (`program.best_params`)."""
-    pool = build_pool(cfg, source, [m.train for m in members], [m.seed for m in members])
-    run = MultiRun(cfg, members, pool.data, workdir, tables=pool.tables)
-    run.run()
-    return run
+    folds = range(cfg.data.folds) if examples.protocol == "cv" else [cfg.data.fold]
+    return [member_for(cfg, examples, seed=s, fold=f) for f in folds for s in seeds]

@@ -95,8 +95,7 @@ def reproduce(cfg: Config, workdir: str | pathlib.Path, *, datasets: str = "all"
                     continue
                 # The finished program's own files (a damaged one is a one-line error naming it).
                 result = read_json(done)
-                saved = read_json(set_dir / "config.json")  # the shared config and the members
-                run_cfg = Config.from_dict({k: v for k, v in saved.items() if k != "members"})
+                run_cfg = Config.from_dict(read_json(set_dir / "config.json"))
             else:
                 log.info("reproduce: %s CNN-%s", name, variant)
                 result = cross_validate(run_cfg, set_dir, seeds)

@@ -1,14 +1,15 @@
 """`jaxcnn search`: grid and random hyper-parameter search, as few programs as the shapes allow.
 
-Trials that differ only in vmappable values (`jaxcnn.train.multi.VMAPPED_HPARAMS`: the optimizer's lr, rho, eps,
+Trials that differ only in vmappable values (`jaxcnn.train.program.VMAPPED_HPARAMS`: the optimizer's lr, rho, eps,
 momentum, b1, b2 and the dropout rate) are members of one program; each distinct value of anything else (filter
 windows, maps, embedding size, optimizer, batch size, ...) starts another program. All trials train on the same
 split (the config's seed and fold) and are ranked by dev accuracy at their best epoch (mean over `--seeds`);
 only the chosen configuration's test accuracy is reported, so the test set plays no part in the choice.
 
 Workdir:
+    config.json        the config the search starts from (`--config` takes it)
     search.json        the trials (a resumed search must ask for the same ones)
-    program-<i>/       one `MultiRun` workdir per program
+    program-<i>/       one program's workdir (`jaxcnn.train.trainer.Run`) per group of trials
     results.json/.md   trials sorted by dev accuracy; the chosen one with its test accuracy
 """
 
@@ -25,13 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from jaxcnn import tasks as tasks_lib
 from jaxcnn.configs import FIELD_SECTION, Config
 from jaxcnn.errors import ConfigError, WorkdirError
 from jaxcnn.experiments import report
-from jaxcnn.experiments.pool import load_source, split_rows
-from jaxcnn.experiments.programs import run_program
-from jaxcnn.train.multi import VMAPPED_HPARAMS, Member
-from jaxcnn.train.workdir import atomic_write_json, atomic_write_text
+from jaxcnn.train.program import VMAPPED_HPARAMS
+from jaxcnn.train.trainer import RESULT_NEUTRAL, member_for, train_members
+from jaxcnn.train.workdir import WorkdirLock, atomic_write_json, atomic_write_text, check_config
 
 log = logging.getLogger("jaxcnn")
 
@@ -133,17 +134,20 @@ def search(cfg: Config, workdir: str | pathlib.Path, trials: Sequence[dict[str, 
     """Runs (or resumes) the trials and writes results.json/.md. Returns the results."""
     cfg.validate()
     workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    _pin_trials(workdir, trials, seeds)
-    source = load_source(cfg)
-    rows = split_rows(source, cfg)
+    groups = group_trials(cfg, trials)
+    with WorkdirLock(workdir):
+        check_config(workdir, cfg.to_dict(), ignore=RESULT_NEUTRAL)
+        _pin_trials(workdir, trials, seeds)
+    task = tasks_lib.get(cfg.data.task)
+    examples = task.load(cfg)
     scores: list[dict[str, Any]] = [{} for _ in trials]
-    for p, (program_cfg, indices) in enumerate(group_trials(cfg, trials)):
-        members = [Member(f"trial {i} seed {s}", s, rows["train"], rows["dev"], rows["test"],
-                          hparams={k: float(v) for k, v in trials[i].items() if k in VMAPPED_HPARAMS})
+    for p, (program_cfg, indices) in enumerate(groups):
+        members = [member_for(cfg, examples, seed=s, name=f"trial {i} seed {s}",
+                              hparams={k: float(v) for k, v in trials[i].items() if k in VMAPPED_HPARAMS})
                    for i in indices for s in seeds]
         log.info("program %d: trials %s (%d members)", p, indices, len(members))
-        summaries = run_program(program_cfg, source, members, workdir / f"program-{p}").summaries()
+        summaries = train_members(program_cfg, members, workdir / f"program-{p}", task=task,
+                                  examples=examples).member_summaries()
         for j, i in enumerate(indices):
             mine = summaries[j * len(seeds):(j + 1) * len(seeds)]
             scores[i] = {"trial": i, "values": trials[i], "program": f"program-{p}",

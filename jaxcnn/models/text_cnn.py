@@ -104,7 +104,7 @@ class TextCNN(nn.Module):
       pooling: "max" (1-max over time), "kmax" (k-max, order kept), "avg"; all masked so padding never counts.
       k: k for kmax pooling.
       dropout: rate on the penultimate features (and after each hidden layer); a number, or a traced scalar
-        (`jaxcnn.train.multi` binds one per member to search over rates inside one program).
+        (`jaxcnn.train.program` binds one per member to search over rates inside one program).
       dropout_scaling: "inverted" (x 1/(1-p) in training) or "kim" (x (1-p) at test time, as Kim's code).
       hidden: sizes of extra dense layers before the head.
       norm: "none", "layer" or "batch" normalisation of the pooled features.
@@ -236,5 +236,3 @@ def trainable_mask(params) -> dict:
     """A bool pytree like `params`: False for the frozen (static) embedding table."""
     return {k: jax.tree.map(lambda _: k != "embed_static", v) for k, v in params.items()}
 
-
-TinyTextCNN = functools.partial(TextCNN, embed_dim=8, windows=(2, 3), maps=4)

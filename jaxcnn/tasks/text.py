@@ -1,10 +1,19 @@
-"""The text classification task: from a `Config` to encoded splits, a `TextCNN` and its initial parameters."""
+"""Sentence classification: Kim's CNN (`TextCNN`), or your own Flax module, on the text pipeline.
+
+`TextTask()` is Kim (2014): a registry set or your own files, Kim's tokenizer and padding, a vocabulary fitted on
+the training rows, pretrained vectors for the non-rand variants, and `TextCNN`. `TextTask(model=factory)` keeps
+everything but the model: `factory(cfg, data)` returns any Linen module called as
+`module(ids, *, train)` (`ids` <int32>[batch, length], 0 = padding) that returns <float32>[batch, classes] logits
+and draws dropout from the "dropout" rng stream (`nn.Dropout`). See examples/custom_model.py.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,165 +22,270 @@ from jaxcnn import data as data_lib
 from jaxcnn.configs import Config
 from jaxcnn.data.readers import shorten
 from jaxcnn.errors import ConfigError
-from jaxcnn.models.text_cnn import TextCNN, trainable_mask
+from jaxcnn.models.text_cnn import TextCNN, fold_embeddings, folded_size, trainable_mask
+from jaxcnn.tasks.api import Examples, Forward, PyTree
+
+SPLITS = ("train", "dev", "test")
+LENGTH_BUCKET = 8
+# Largest `fold_embeddings` table inference builds (4x the embedding for Kim's bank); above it, the plain path.
+FOLD_LIMIT_BYTES = 1 << 30
 
 
 @dataclasses.dataclass
 class TextData:
-    """Encoded splits and what prediction needs to encode new text the same way.
+    """Encoded examples and what prediction needs to encode new text the same way.
 
     Attributes:
       encoder: tokenizer + vocabulary + fixed length. label_names: class names, index = label id.
-      splits: {"train"|"dev"|"test": {"ids": <int32>[n, length], "label": <int32>[n]}}.
-      embeddings: <float32>[vocab, dim] pretrained table (None for rand). vectors_report: its coverage line.
-      truncated: sentences cut to the fixed length, per split.
+      arrays: {"ids": <int32>[rows, length], "label": <int32>[rows]}, every example once ({} once restored).
+      tables: {seed: <float32>[vocab, dim]} pretrained tables (unknown words drawn per seed), or None for rand.
+      vectors_report: the vector file's coverage. cut: <bool>[rows] sentences cut to the fixed length.
+      embed_dim: the pretrained tables' width (None: the config's `embed_dim`).
     """
 
-    encoder: Any
+    encoder: data_lib.TextEncoder
     label_names: list[str]
-    splits: dict[str, dict[str, np.ndarray]]
-    embeddings: np.ndarray | None = None
+    arrays: dict[str, np.ndarray]
+    tables: dict[int, np.ndarray] | None = None
     vectors_report: Any = None
-    truncated: dict[str, int] = dataclasses.field(default_factory=dict)
+    cut: np.ndarray | None = None
+    embed_dim: int | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.label_names)
 
-    def describe(self) -> str:
-        """One log line about the data."""
-        sizes = ", ".join(f"{k} {len(v['label'])}" for k, v in self.splits.items())
-        return (f"data: {sizes} | vocab {len(self.encoder.vocab)} | length {self.encoder.length} | classes "
-                f"{self.label_names} | truncated {self.truncated}")  # the vector loader logs its own coverage line
+    @property
+    def vocab(self) -> data_lib.Vocabulary:
+        return self.encoder.vocab
+
+    def pretrained(self, seed: int) -> np.ndarray | None:
+        return None if self.tables is None else self.tables[seed]
+
+    def meta(self) -> dict[str, Any]:
+        return {"encoder": self.encoder.to_config(), "vocab": self.encoder.vocab.to_dict(),
+                "label_names": list(self.label_names), "embed_dim": self.embed_dim}
+
+    def describe(self, rows: Mapping[str, np.ndarray]) -> str:
+        cut = {s: int(self.cut[r].sum()) for s, r in rows.items()} if self.cut is not None else {}
+        return f"vocab {len(self.encoder.vocab)} | length {self.encoder.length} | truncated {cut}"
 
     def summary(self) -> dict[str, Any]:
-        """Task-specific entries of summary.json."""
         return {"vocab_size": len(self.encoder.vocab),
                 "vectors": None if self.vectors_report is None else str(self.vectors_report)}
 
-    def meta(self) -> dict[str, Any]:
-        """JSON that, with the config, rebuilds the encoder and model for prediction."""
-        return {"task": "text", "encoder": self.encoder.to_config(), "vocab": self.encoder.vocab.to_dict(),
-                "label_names": list(self.label_names),
-                "embed_dim": None if self.embeddings is None else int(self.embeddings.shape[1])}
 
+class TextTask:
+    """Text classification (see the module docstring).
 
-def load_splits(cfg: Config):
-    """The run's train/dev/test `datasets.DatasetDict` and the protocol it followed."""
-    d = cfg.data
-    if d.train_file is not None:
-        dsd = data_lib.load_files(d.train_file, d.dev_file, d.test_file, fmt=d.format,
-                                  text_column=d.text_column, label_column=d.label_column)
-        protocol = "official" if "test" in dsd and "dev" in dsd else ("train_test" if "test" in dsd else "cv")
-        tokenizer = "kim"
-    else:
-        if d.dataset not in data_lib.DATASETS:
-            raise ConfigError(f"--dataset: unknown dataset {shorten(d.dataset)} "
-                              f"(choices: {', '.join(data_lib.DATASETS)})")
-        spec = data_lib.DATASETS[d.dataset]
-        phrases = d.phrases if d.phrases is not None else d.dataset in ("sst1", "sst2")
-        dsd = data_lib.load_splits(d.dataset, d.data_dir, phrases=phrases, fine_labels=d.fine_labels)
-        protocol = spec.protocol
-        tokenizer = spec.tokenizer
-    dsd = data_lib.resolve_protocol(dsd, protocol, fold=d.fold, folds=d.folds, seed=cfg.train.seed,
-                                    dev_fraction=d.dev_fraction, stratify=d.stratify)
-    return dsd, protocol, d.tokenizer or tokenizer
-
-
-def prepare(cfg: Config) -> TextData:
-    dsd, _, tokenizer_name = load_splits(cfg)
-    tokenizer = data_lib.get_tokenizer(tokenizer_name)
-    label_names = list(dsd["train"].features["label"].names)
-    texts = {name: dsd[name][:]["text"] for name in ("train", "dev", "test")}
-    encoder = data_lib.TextEncoder.fit(texts["train"], tokenizer, pad_width=max(cfg.model.windows) - 1,
-                                       cap=cfg.data.max_len, min_freq=cfg.data.min_freq,
-                                       max_size=cfg.data.max_vocab)
-    embeddings = report = None
-    if cfg.model.variant != "rand":
-        embeddings, report, encoder = load_vectors(cfg, encoder, texts)
-    splits, truncated = {}, {}
-    for name in ("train", "dev", "test"):
-        enc = encoder.encode(texts[name])
-        splits[name] = {"ids": enc.ids, "label": np.asarray(dsd[name][:]["label"], np.int32)}
-        truncated[name] = enc.truncated
-    return TextData(encoder, label_names, splits, embeddings, report, truncated)
-
-
-def load_vectors(cfg: Config, encoder, texts: dict[str, list[str]]):
-    """(embedding matrix, report, encoder) for a pretrained variant.
-
-    With `extend_vocab`, dev and test words that have a pretrained vector join the vocabulary (after the training
-    words, whose ids do not change): their rows are their pretrained vectors, as in Kim's code, which built one
-    vocabulary over all of a dataset's sentences. Only the text is read, never a dev or test label; without this a
-    static model would see every word it did not meet in training as <unk>.
+    Attributes:
+      name: "text" for Kim's CNN; your own name with your own model (saved with its checkpoints, so that
+        `jaxcnn.load(workdir, task=...)` can tell a workdir of another model).
+      input_name: "text", the raw input's key in prediction records.
     """
-    m = cfg.model
-    vocab = encoder.vocab
-    if cfg.data.extend_vocab:
-        seen = set(vocab.itos)
-        extra = []
-        for name in ("dev", "test"):
-            for tokens in encoder.tokenizer.batch(texts[name]):
+
+    input_name = "text"
+
+    def __init__(self, model: Callable[[Config, TextData], nn.Module] | None = None, name: str | None = None):
+        self._model = model
+        self.name = name or ("text" if model is None else "text-custom")
+
+    def __repr__(self) -> str:
+        return f"TextTask(name={self.name!r})"
+
+    # -- data ----------------------------------------------------------------------------------------------------
+    def load(self, cfg: Config) -> Examples:
+        d = cfg.data
+        if d.train_file is not None:
+            dsd = data_lib.load_files(d.train_file, d.dev_file, d.test_file, fmt=d.format,
+                                      text_column=d.text_column, label_column=d.label_column)
+            protocol = "official" if "test" in dsd and "dev" in dsd else ("train_test" if "test" in dsd else "cv")
+            source = str(d.train_file)
+        else:
+            if d.dataset not in data_lib.DATASETS:
+                raise ConfigError(f"--dataset: unknown dataset {shorten(d.dataset)} "
+                                  f"(choices: {', '.join(data_lib.DATASETS)})")
+            phrases = d.phrases if d.phrases is not None else d.dataset in ("sst1", "sst2")
+            dsd = data_lib.load_splits(d.dataset, d.data_dir, phrases=phrases, fine_labels=d.fine_labels)
+            protocol, source = data_lib.DATASETS[d.dataset].protocol, d.dataset
+        texts, labels, splits, start = [], [], {}, 0
+        for s in (s for s in SPLITS if s in dsd):
+            part = dsd[s][:]
+            texts += part["text"]
+            labels.append(np.asarray(part["label"], np.int32))
+            splits[s] = np.arange(start, start + len(part["text"]))
+            start += len(part["text"])
+        names = list(dsd[next(iter(splits))].features["label"].names)
+        return Examples(texts, np.concatenate(labels), names, splits, protocol, source)
+
+    def tokenizer(self, cfg: Config) -> str:
+        d = cfg.data
+        if d.tokenizer is not None:
+            return d.tokenizer
+        return "kim" if d.train_file is not None else data_lib.DATASETS[d.dataset].tokenizer
+
+    def prepare(self, cfg: Config, examples: Examples, splits: Sequence[Mapping[str, np.ndarray]],
+                seeds: Sequence[int]) -> TextData:
+        """The vocabulary is fitted on the union of the members' training rows (Kim's 10-fold CV: the whole set,
+        as his `process_data.py`; one member: its training split) and every example is encoded."""
+        d, m = cfg.data, cfg.model
+        train = np.unique(np.concatenate([np.asarray(s["train"]) for s in splits]))
+        texts = examples.inputs
+        encoder = data_lib.TextEncoder.fit([texts[i] for i in train], self.tokenizer(cfg),
+                                           pad_width=max(m.windows) - 1, cap=d.max_len, min_freq=d.min_freq,
+                                           max_size=d.max_vocab)
+        tables = report = None
+        if m.variant != "rand":
+            trained = set(train.tolist())
+            held_out = [r for r in dict.fromkeys(int(r) for s in splits for name in ("dev", "test") for r in s[name])
+                        if r not in trained]
+            tables, report, encoder = self._vectors(cfg, encoder, [texts[i] for i in held_out], seeds)
+        enc = encoder.encode(texts)
+        return TextData(encoder, list(examples.label_names), {"ids": enc.ids, "label": examples.labels}, tables,
+                        report, enc.cut, None if tables is None else int(next(iter(tables.values())).shape[1]))
+
+    def _vectors(self, cfg: Config, encoder: data_lib.TextEncoder, held_out: list[str], seeds: Sequence[int]):
+        """({seed: table}, report, encoder) for a pretrained variant.
+
+        With `extend_vocab`, held-out (dev, test) words that have a pretrained vector join the vocabulary after the
+        training words, whose ids do not change: their rows are their pretrained vectors, as in Kim's code, which
+        built one vocabulary over all of a dataset's sentences. Only text is read, never a held-out label;
+        without this a static model would see every word it did not meet in training as <unk>.
+        """
+        m = cfg.model
+        vocab = encoder.vocab
+        if cfg.data.extend_vocab:
+            seen, extra = set(vocab.itos), []
+            for tokens in encoder.tokenizer.batch(held_out):
                 for t in tokens:
                     if t not in seen:
                         seen.add(t)
                         extra.append(t)
-        vocab = data_lib.Vocabulary(vocab.itos + extra, bos_eos=vocab.bos_eos)
-    matrix, report = data_lib.load_word_vectors(m.embeddings, vocab, fmt=m.embeddings_format,
-                                                unknown_init=m.unknown_init, scale=m.unknown_scale,
-                                                seed=cfg.train.seed)
-    if len(vocab) > len(encoder.vocab):
-        keep = np.arange(len(vocab)) < len(encoder.vocab)
-        keep |= report.found_mask
-        vocab = data_lib.Vocabulary([w for w, k in zip(vocab.itos, keep) if k], bos_eos=vocab.bos_eos)
-        matrix = matrix[keep]
-        report = dataclasses.replace(report, found=int(report.found_mask[keep].sum()),
-                                     total=len(vocab) - vocab.num_special, found_mask=report.found_mask[keep])
-        encoder = dataclasses.replace(encoder, vocab=vocab)
-    return matrix, report, encoder
+            vocab = data_lib.Vocabulary(vocab.itos + extra, bos_eos=vocab.bos_eos)
+        tables, report = {}, None
+        for seed in dict.fromkeys(seeds):
+            table, report = data_lib.load_word_vectors(m.embeddings, vocab, fmt=m.embeddings_format,
+                                                       unknown_init=m.unknown_init, scale=m.unknown_scale, seed=seed)
+            same = next((t for t in tables.values() if np.array_equal(t, table)), None)
+            tables[seed] = table if same is None else same
+        if len(vocab) > len(encoder.vocab):
+            keep = (np.arange(len(vocab)) < len(encoder.vocab)) | report.found_mask
+            vocab = data_lib.Vocabulary([w for w, k in zip(vocab.itos, keep) if k], bos_eos=vocab.bos_eos)
+            kept = {}
+            tables = {s: kept.setdefault(id(t), t[keep]) for s, t in tables.items()}
+            report = dataclasses.replace(report, found=int(report.found_mask[keep].sum()),
+                                         total=len(vocab) - vocab.num_special, found_mask=report.found_mask[keep])
+            encoder = dataclasses.replace(encoder, vocab=vocab)
+        return tables, report, encoder
+
+    def restore(self, cfg: Config, meta: Mapping[str, Any]) -> TextData:
+        vocab = data_lib.Vocabulary.from_dict(meta["vocab"])
+        encoder = data_lib.TextEncoder.from_config(meta["encoder"], vocab)
+        return TextData(encoder, list(meta["label_names"]), {}, embed_dim=meta.get("embed_dim"))
+
+    # -- model ---------------------------------------------------------------------------------------------------
+    def model(self, cfg: Config, data: TextData, dropout: Any = None) -> nn.Module:
+        """The Linen module: Kim's `TextCNN` built from the config, or the factory's."""
+        if self._model is not None:
+            if dropout is not None:
+                raise ConfigError(f"--dropout: task {self.name!r} uses its own model, whose dropout rate cannot "
+                                  f"vary inside one program; run each rate as its own program")
+            return self._model(cfg, data)
+        m = cfg.model
+        return TextCNN(vocab_size=len(data.encoder.vocab), num_classes=data.num_classes, variant=m.variant,
+                       embed_dim=data.embed_dim or m.embed_dim, windows=tuple(m.windows), maps=m.maps,
+                       activation=m.activation, conv_init=m.conv_init, pooling=m.pooling, k=m.k,
+                       dropout=m.dropout if dropout is None else dropout, dropout_scaling=m.dropout_scaling,
+                       hidden=tuple(m.hidden), norm=m.norm)
+
+    def init(self, cfg: Config, data: TextData, key: jax.Array, pretrained: jax.Array | None
+             ) -> tuple[PyTree, PyTree]:
+        """Initial variables; a pretrained table (row 0, padding, forced to zero) replaces the random `embed` and
+        `embed_static` tables."""
+        variables = self.model(cfg, data).init(key, jnp.zeros((1, data.encoder.length), jnp.int32), train=False)
+        params = dict(variables["params"])
+        if pretrained is not None:
+            table = jnp.asarray(pretrained, jnp.float32).at[0].set(0.0)
+            for name in ("embed", "embed_static"):
+                if name in params:
+                    params[name] = {"embedding": jnp.array(table, copy=True)}  # distinct buffers: donated
+        return params, {k: v for k, v in variables.items() if k != "params"}
+
+    def forward(self, cfg: Config, data: TextData, *, dropout: Any = None) -> Forward:
+        model = self.model(cfg, data, dropout)
+        return kim_forward(model) if self._model is None else linen_forward(model, "ids")
+
+    def trainable(self, cfg: Config, params: PyTree) -> PyTree:
+        return trainable_mask(params)
+
+    def embedding_tables(self, cfg: Config, params: PyTree) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        if self._model is not None:  # another model may use a table otherwise than by `take` of batch["ids"]
+            return (), ()
+        return tuple(n for n in ("embed",) if n in params), tuple(n for n in ("embed_static",) if n in params)
+
+    def inference_aux(self, cfg: Config, params: PyTree) -> jax.Array | None:
+        """Kim's CNN: the embedding folded into the conv taps (`fold_embeddings`), where the table fits."""
+        if self._model is not None:
+            return None
+        m = cfg.model
+        vocab = next(params[k]["embedding"].shape[-2] for k in ("embed", "embed_static") if k in params)
+        if folded_size(vocab, m.windows, m.maps) > FOLD_LIMIT_BYTES:
+            return None
+        return fold_embeddings(params, tuple(m.windows))
+
+    # -- prediction ----------------------------------------------------------------------------------------------
+    # Kim's CNN: texts are sorted by length and each batch is cut to its longest sentence plus Kim's padding,
+    # rounded up to a multiple of LENGTH_BUCKET: the same outputs as at the full length (windows over padding
+    # alone are masked out of the pooling), a fraction of the work, at most length / LENGTH_BUCKET shapes.
+    def batches(self, cfg: Config, data: TextData, inputs: Sequence[str], batch_size: int
+                ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        enc = data.encoder.encode(list(inputs))
+        trim = self._model is None
+        order = np.argsort(enc.lengths, kind="stable") if trim else np.arange(len(enc.ids))
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            length = self._trimmed_length(cfg, data, int(enc.lengths[rows].max())) if trim else data.encoder.length
+            batch = np.zeros((batch_size, length), np.int32)
+            batch[: len(rows)] = enc.ids[rows, :length]
+            yield rows, {"ids": batch}
+
+    @staticmethod
+    def _trimmed_length(cfg: Config, data: TextData, longest: int) -> int:
+        m, encoder = cfg.model, data.encoder
+        shortest = max(m.windows) + (m.k - 1 if m.pooling == "kmax" else 0)
+        need = max(longest + 2 * encoder.pad_width, shortest)
+        return min(-(-need // LENGTH_BUCKET) * LENGTH_BUCKET, encoder.length)
+
+    def read_labelled(self, cfg: Config, data: TextData, path: str, fmt: str | None
+                      ) -> tuple[list[str], np.ndarray, list[str]]:
+        d = cfg.data
+        ds = data_lib.load_files(path, fmt=fmt or d.format, text_column=d.text_column,
+                                 label_column=d.label_column)["train"]
+        rows = ds[:]
+        return rows["text"], np.asarray(rows["label"], np.int64), list(ds.features["label"].names)
 
 
-def build(cfg: Config, data: TextData, key: jax.Array):
-    """(forward, params, model_state, trainable mask) of a fresh model for `data`."""
-    embed_dim = None if data.embeddings is None else data.embeddings.shape[1]
-    model = build_model(cfg, len(data.encoder.vocab), data.num_classes, embed_dim)
-    params, model_state = init_variables(model, key, data.encoder.length, data.embeddings)
-    return make_forward(model), params, model_state, trainable_mask(params)
+def kim_forward(model: TextCNN) -> Forward:
+    """Kim's CNN as the engine calls it; dropout draws one key per example, `fold_in(step key, batch["index"])`,
+    so a step is the same on any number of devices and in any batch layout."""
 
-
-def embedding_tables(params) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(trainable, frozen) top-level names of the embedding tables indexed by batch["ids"]."""
-    return (tuple(n for n in ("embed",) if n in params), tuple(n for n in ("embed_static",) if n in params))
-
-
-def build_model(cfg: Config, vocab_size: int, num_classes: int, embed_dim: int | None = None) -> TextCNN:
-    m = cfg.model
-    return TextCNN(vocab_size=vocab_size, num_classes=num_classes, variant=m.variant,
-                   embed_dim=embed_dim or m.embed_dim, windows=tuple(m.windows), maps=m.maps,
-                   activation=m.activation, conv_init=m.conv_init, pooling=m.pooling, k=m.k, dropout=m.dropout,
-                   dropout_scaling=m.dropout_scaling, hidden=tuple(m.hidden), norm=m.norm)
-
-
-def make_forward(model: TextCNN):
-    """The model as the engine calls it: `forward(variables, batch, *, train, rng, mutable)`."""
-
-    def forward(variables, batch, *, train, rng, mutable, folded=None):
+    def forward(variables, batch, *, train, rng, mutable, aux=None):
         keys = None
         if train:
             keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, batch["index"])
-        return model.apply(variables, batch["ids"], train=train, dropout_keys=keys, mutable=mutable, folded=folded)
+        return model.apply(variables, batch["ids"], train=train, dropout_keys=keys, mutable=mutable, folded=aux)
 
     return forward
 
 
-def init_variables(model: TextCNN, key: jax.Array, length: int, embeddings: np.ndarray | None = None):
-    """Initial variables; a pretrained table (row 0, padding, forced to zero) replaces the random ones."""
-    variables = model.init(key, jnp.zeros((1, length), jnp.int32), train=False)
-    params = dict(variables["params"])
-    if embeddings is not None:
-        table = jnp.asarray(embeddings, jnp.float32).at[0].set(0.0)
-        for name in ("embed", "embed_static"):
-            if name in params:
-                params[name] = {"embedding": jnp.array(table, copy=True)}  # distinct buffers: donated
-    model_state = {k: v for k, v in variables.items() if k != "params"}
-    return params, model_state
+def linen_forward(model: nn.Module, input_name: str) -> Forward:
+    """A Linen module called the usual way, `model.apply(variables, batch[input_name], train=..., rngs={"dropout":
+    step key})`, as the engine calls a forward."""
+
+    def forward(variables, batch, *, train, rng, mutable, aux=None):
+        del aux
+        rngs = {"dropout": rng} if train else None
+        return model.apply(variables, batch[input_name], train=train, rngs=rngs, mutable=mutable)
+
+    return forward
+

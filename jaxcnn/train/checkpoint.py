@@ -92,13 +92,24 @@ class _AbandonedOrbaxTasks(logging.Filter):
                     and ("orbax" in message or "tensorstore" in message))
 
 
-logging.getLogger("asyncio").addFilter(_AbandonedOrbaxTasks())
+_process_hooks_installed = False
 
 
-def _install_unraisable_filter() -> None:
-    # A TensorStore write that Orbax abandoned can finish after Orbax closed its event loop; its callback's
-    # RuntimeError (raised in asyncio's `_check_closed`) reaches sys.unraisablehook with no object, at any moment.
-    # The failed save is already reported by the manager in one line; every other report passes.
+def install_process_hooks() -> None:
+    """Keeps the echoes of a failed checkpoint read or write out of a program's output, for the whole process.
+
+    A library must not change its importer's process, so importing jaxcnn installs nothing; the `jaxcnn` command
+    calls this (once is enough; more calls do nothing). It adds `_AbandonedOrbaxTasks` to the "asyncio" logger,
+    and wraps `sys.unraisablehook` to drop one report: a TensorStore write that Orbax abandoned can finish after
+    Orbax closed its event loop, and its callback's RuntimeError (raised in asyncio's `_check_closed`) reaches
+    the hook with no object, at any moment. The failure itself is already reported by the manager in one line;
+    every other report passes.
+    """
+    global _process_hooks_installed
+    if _process_hooks_installed:
+        return
+    _process_hooks_installed = True
+    logging.getLogger("asyncio").addFilter(_AbandonedOrbaxTasks())
     previous = sys.unraisablehook
 
     def hook(unraisable):
@@ -112,9 +123,6 @@ def _install_unraisable_filter() -> None:
         previous(unraisable)
 
     sys.unraisablehook = hook
-
-
-_install_unraisable_filter()
 
 
 class _OrbaxEchoes(logging.Filter):

@@ -98,18 +98,17 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
 
 
 def eval_step(state: TrainState, batch: dict[str, jax.Array], *, loss_fn: LossFn,
-              folded: jax.Array | None = None) -> dict[str, jax.Array]:
+              aux: Any = None) -> dict[str, jax.Array]:
     """Metric sums of one batch in inference mode; padding examples (mask False) count for nothing."""
-    logits = predict_step(state, batch, folded)
+    logits = predict_step(state, batch, aux)
     return metrics_lib.batch_counts(logits, batch["label"], batch["mask"], loss_fn(logits, batch["label"], 0.0))
 
 
-def predict_step(state: TrainState, batch: dict[str, jax.Array], folded: jax.Array | None = None) -> jax.Array:
-    """<float32>[batch, classes] logits in inference mode; `folded`: the text model's precomputed
-    `fold_embeddings` table (same logits, a row lookup in place of the convolution's matrix multiply)."""
+def predict_step(state: TrainState, batch: dict[str, jax.Array], aux: Any = None) -> jax.Array:
+    """<float32>[batch, classes] logits in inference mode; `aux`: what the task's `inference_aux` precomputed
+    (Kim's CNN: the embedding folded into the conv taps: same logits, a row lookup in place of a matmul)."""
     variables = {"params": state.params, **state.model_state}
-    extra = {} if folded is None else {"folded": folded}
-    return state.apply_fn(variables, batch, train=False, rng=None, mutable=False, **extra)
+    return state.apply_fn(variables, batch, train=False, rng=None, mutable=False, aux=aux)
 
 
 def gather_batch(data: dict[str, jax.Array], idx: jax.Array,

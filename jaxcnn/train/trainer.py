@@ -1,81 +1,94 @@
-"""`train_and_evaluate(config, workdir)`: the whole run, resumable, with Kim's model selection.
+"""The training engine: a `Program` of K members in a workdir, resumable, with Kim's model selection.
+
+`train_and_evaluate(cfg, workdir)` is `jaxcnn train`: a program of one member. `train_members` runs K members
+(`jaxcnn cv`, `search`, `ensemble`, `reproduce`). Both are `Run(...).run()`, the one training loop.
 
 Workdir layout:
-    config.json           the run's config (a different config on the same workdir is refused)
-    checkpoints/          Orbax: the latest and the best-by-dev epochs (state + JSON meta: config, vocab, labels)
-    metrics.jsonl         one line per epoch and split ("train", "dev", "test")
+    config.json           the run's config, loadable by `--config` (another config on the same workdir is refused)
+    program.json          the task and the members (seed, fold, searched values, sizes), pinned the same way
+    checkpoints/          Orbax: the newest epochs (stacked state, each member's best variables, JSON meta)
+    metrics.jsonl         one line per epoch, split (and member, when there are several)
     tensorboard/          event files
-    summary.json          the result: test accuracy at the best dev epoch, timings
-    curves.png, confusion.png
+    summary.json          the result: each member's test accuracy at its best dev epoch, timings; one member's
+                          fields also at the top level
+    curves.png, confusion.png   (one member)
 
 Restore order: the newest readable checkpoint in WORKDIR/checkpoints (a corrupt one is skipped with a warning),
-else a fresh start from the seed. Data order and dropout depend only on (seed, epoch, step, example), so a
+else a fresh start from the seeds. Data order and dropout depend only on (seed, epoch, step, example), so a
 resumed run continues exactly where an uninterrupted one would be.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
-import math
 import pathlib
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from jaxcnn import tasks as tasks_lib
 from jaxcnn.configs import Config
 from jaxcnn.errors import TrainingError
-from jaxcnn import tasks
+from jaxcnn.tasks.api import Examples, Task, TaskData
 from jaxcnn.train import metrics as metrics_lib
-from jaxcnn.train import parallel
 from jaxcnn.train.checkpoint import CheckpointManager
-from jaxcnn.train.losses import get_loss
-from jaxcnn.train import sparse as sparse_lib
-from jaxcnn.train.optim import make_constraint, make_optimizer, make_schedule
-from jaxcnn.train.state import TrainState
-from jaxcnn.train.steps import bind, evaluate_steps, train_steps
+from jaxcnn.train.parallel import to_host
+from jaxcnn.train.program import BlockObserver, Member, Program
 from jaxcnn.train.workdir import WorkdirLock, atomic_write_json, check_config
 from jaxcnn.train.writers import MetricWriter
 
 log = logging.getLogger("jaxcnn")
 
 # Fields that do not change the numbers a run produces, so they may differ when resuming a workdir.
-RESULT_NEUTRAL = ("epochs", "patience", "progress", "tensorboard", "plots", "steps_per_dispatch", "devices",
-                  "eval_batch_size", "data_dir", "checkpoint_every")
+RESULT_NEUTRAL = ("train.epochs", "train.patience", "train.progress", "train.tensorboard", "train.plots",
+                  "train.steps_per_dispatch", "train.devices", "train.eval_batch_size", "data.data_dir",
+                  "train.checkpoint_every")
+PROGRAM_NAME = "program.json"
+CHECKPOINTS = "checkpoints"
+_MAX_CLASS_NAMES = 10  # the data log line lists this many class names at most
 
 
-def flat_config(cfg: Config) -> dict[str, Any]:
-    return {k: v for section in cfg.to_dict().values() for k, v in section.items()}
+class Callback:
+    """Hooks into a `Run` (pass them as `callbacks=`): user logging, early stopping of your own, fault injection.
+    Every method receives the `Run` and does nothing unless overridden; `run.program` is the `Program`."""
+
+    def on_block_start(self, run: Run) -> None:
+        """Before a block of training steps is dispatched (`run.program.state` may be replaced here)."""
+
+    def on_block_dispatched(self, run: Run) -> None:
+        """Right after a block of training steps is dispatched, while it computes."""
+
+    def on_evaluate_dispatched(self, run: Run, split: str, epoch: int) -> None:
+        """While the evaluation of `split` in `epoch` computes."""
+
+    def on_metrics(self, run: Run, record: dict[str, Any]) -> None:
+        """Before `record` is appended to metrics.jsonl."""
+
+    def on_checkpoint_started(self, run: Run, epoch: int) -> None:
+        """After the asynchronous save of `epoch`'s checkpoint started, while it is written."""
+
+    def on_epoch_end(self, run: Run, epoch: int) -> None:
+        """After `epoch` is evaluated, logged and (when due) saved; `run.progress` holds the selection."""
 
 
-def epoch_indices(n: int, batch_size: int, padded_batch: int, seed: int, epoch: int,
-                  steps_per_dispatch: int) -> np.ndarray:
-    """Example indices of one epoch as <int32>[blocks, steps_per_dispatch, padded_batch].
+@dataclasses.dataclass
+class MemberProgress:
+    """One member's model selection, carried across resumes."""
 
-    A seeded permutation of all n examples cut into batches of `batch_size`; the last batch, the slots that pad a
-    batch to a multiple of the device count, and the rows that fill the last block are -1 (masked, no update).
-    Depends only on (seed, epoch), which is what makes resuming exact.
-    """
-    perm = np.random.default_rng([seed, epoch]).permutation(n).astype(np.int32)
-    steps = math.ceil(n / batch_size)
-    blocks = math.ceil(steps / steps_per_dispatch)
-    out = np.full((blocks * steps_per_dispatch, padded_batch), -1, np.int32)
-    flat = np.full(steps * batch_size, -1, np.int32)
-    flat[:n] = perm
-    out[:steps, :batch_size] = flat.reshape(steps, batch_size)
-    return out.reshape(blocks, steps_per_dispatch, padded_batch)
+    best_epoch: int = 0
+    best_dev: float = -1.0
+    best_dev_metrics: dict | None = None
+    best_test_metrics: dict | None = None
+    stopped_early: bool = False
+    failed: str | None = None
 
-
-def eval_indices(n: int, padded_batch: int) -> np.ndarray:
-    """<int32>[batches, padded_batch]: 0..n-1 in order, then -1 padding."""
-    batches = max(math.ceil(n / padded_batch), 1)
-    out = np.full(batches * padded_batch, -1, np.int32)
-    out[:n] = np.arange(n, dtype=np.int32)
-    return out.reshape(batches, padded_batch)
+    @property
+    def active(self) -> bool:
+        return not (self.stopped_early or self.failed)
 
 
 @dataclasses.dataclass
@@ -83,217 +96,251 @@ class Progress:
     """Model selection and timing carried across resumes (saved in the checkpoint's meta)."""
 
     epoch: int = 0
-    best_epoch: int = 0
-    best_dev: float = -1.0
-    best_dev_metrics: dict | None = None
-    best_test_metrics: dict | None = None
-    stopped_early: bool = False
     wall_seconds: float = 0.0
     train_seconds: float = 0.0
     examples_trained: int = 0
+    members: list[MemberProgress] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Progress:
+        return cls(**{**d, "members": [MemberProgress(**m) for m in d["members"]]})
 
 
 class Run:
-    """One training run in a workdir. `train_and_evaluate` is the way in; tests reach inside."""
+    """A `Program` in a workdir: the training loop, per-member Kim selection and early stopping, checkpoints,
+    metrics and the summary (see the module docstring).
 
-    def __init__(self, cfg: Config, workdir: pathlib.Path, data: Any = None):
-        self.cfg = cfg
-        self.workdir = workdir
-        task = tasks.get(cfg.data.task)
-        self.data = data if data is not None else task.prepare(cfg)
-        self.mesh = parallel.make_mesh(cfg.train.devices)
-        t = cfg.train
-        n_train = len(self.data.splits["train"]["label"])
-        self.steps_per_epoch = math.ceil(n_train / t.batch_size)
-        init_key, rng = jax.random.split(jax.random.key(t.seed))
-        self.rng = parallel.replicate(rng, self.mesh)
-        state = create_state(cfg, task, *task.build(cfg, self.data, init_key), self.steps_per_epoch)
-        self.state = parallel.replicate(state, self.mesh)
-        self.device_data = {k: parallel.replicate(v, self.mesh) for k, v in self.data.splits.items()}
-        step_fn, eval_fn = bind(get_loss(t.loss), label_smoothing=t.label_smoothing, l1=cfg.optim.l1,
-                                l2=cfg.optim.l2)
-        sharding = parallel.batch_sharded(self.mesh) if self.mesh.devices.size > 1 else None
-        self.batch = parallel.padded_batch_size(t.batch_size, self.mesh)
-        self.eval_batch = parallel.padded_batch_size(t.eval_batch_size, self.mesh)
-        self.train_fn = jax.jit(functools.partial(train_steps, step_fn=step_fn, num_classes=self.data.num_classes,
-                                                  sharding=sharding), donate_argnums=0)
-        self.eval_fn = jax.jit(functools.partial(evaluate_steps, eval_fn=eval_fn,
-                                                 num_classes=self.data.num_classes, sharding=sharding))
-        self.progress = Progress()
+    Attributes:
+      cfg, task, data, members, workdir. program: the `Program`. progress: the `Progress`.
+    """
 
-    # -- checkpoint content ---------------------------------------------------------------------------------
-    def saveable(self) -> dict[str, Any]:
-        return {"train": self.state.saveable(), "epoch": jnp.asarray(self.progress.epoch, jnp.int32),
-                "rng": jax.random.key_data(self.rng)}
+    def __init__(self, cfg: Config, task: Task, data: TaskData, members: Sequence[Member],
+                 workdir: str | pathlib.Path, *, callbacks: Sequence[Callback] = (), mesh=None,
+                 chunk: int | None | str = "auto"):
+        self.cfg, self.task, self.data = cfg, task, data
+        self.workdir = pathlib.Path(workdir)
+        self.program = Program(cfg, task, data, members, mesh=mesh, chunk=chunk)
+        self.members = self.program.members
+        self.callbacks = list(callbacks)
+        self.progress = Progress(members=[MemberProgress() for _ in self.members])
+
+    @property
+    def single(self) -> bool:
+        return len(self.members) == 1
+
+    def program_description(self) -> dict[str, Any]:
+        return {"task": self.task.name, "members": [m.describe() for m in self.members]}
 
     def meta(self) -> dict[str, Any]:
-        return {"config": self.cfg.to_dict(), **self.data.meta(), "progress": dataclasses.asdict(self.progress)}
+        return {"config": self.cfg.to_dict(), "task": self.task.name, **self.data.meta(),
+                **self.program_description(), "progress": dataclasses.asdict(self.progress)}
 
-    def restore(self, ckpt: CheckpointManager) -> bool:
-        restored = ckpt.restore_latest(self.saveable())
-        if restored is None:
-            return False
-        step, saved, meta = restored
-        self.state = self.state.restore(saved["train"])
-        self.rng = parallel.replicate(jax.random.wrap_key_data(saved["rng"]), self.mesh)
-        self.progress = Progress(**meta["progress"])
-        log.info("resumed from %s at epoch %d", ckpt_dir(self.workdir) / str(step), self.progress.epoch)
-        return True
-
-    # -- evaluation -------------------------------------------------------------------------------------------
-    def evaluate(self, split: str) -> dict[str, Any]:
-        n = len(self.data.splits[split]["label"])
-        idx = parallel.replicate(eval_indices(n, self.eval_batch), self.mesh)
-        sums = self.eval_fn(self.state, self.device_data[split], idx)
-        return metrics_lib.summarize(jax.device_get(sums), self.data.label_names)
-
-    # -- the loop ---------------------------------------------------------------------------------------------
-    def train_epoch(self, epoch: int, bar) -> dict[str, Any]:
-        t = self.cfg.train
-        n = len(self.data.splits["train"]["label"])
-        idx = epoch_indices(n, t.batch_size, self.batch, t.seed, epoch, t.steps_per_dispatch)
-        start = time.perf_counter()
-        totals = None
-        steps_left = self.steps_per_epoch
-        for block in idx:
-            block = parallel.replicate(block, self.mesh)
-            self.state, sums, bad = self.train_fn(self.state, self.device_data["train"], block, self.rng)
-            sums, bad = jax.device_get((sums, bad))
-            if bad >= 0:
-                raise TrainingError(
-                    f"non-finite loss or gradient at step {int(bad)} (epoch {epoch}); training stopped, the last "
-                    f"good checkpoint (epoch {self.progress.epoch}) is kept in {ckpt_dir(self.workdir)}")
-            totals = sums if totals is None else metrics_lib.add(totals, sums)
-            done = min(t.steps_per_dispatch, steps_left)
-            steps_left -= done
-            if bar is not None:
-                seen = float(totals["count"])
-                bar.update(done)
-                bar.set_postfix(epoch=epoch, loss=f"{float(totals['loss_sum']) / max(seen, 1):.4f}",
-                                acc=f"{np.trace(totals['confusion']) / max(seen, 1):.4f}",
-                                ex_s=f"{seen / (time.perf_counter() - start):.0f}")
-        seconds = time.perf_counter() - start
-        out = metrics_lib.summarize(totals, self.data.label_names)
-        out["seconds"] = seconds
-        out["examples_per_second"] = out["examples"] / seconds
-        out["grad_norm"] = float(totals["grad_norm_sum"]) / max(self.steps_per_epoch, 1)
-        self.progress.train_seconds += seconds
-        self.progress.examples_trained += out["examples"]
-        return out
-
+    # -- the loop -------------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        cfg, t = self.cfg, self.cfg.train
-        t_start = time.perf_counter()
-        wall_before = 0.0
-        log_data_summary(self)
-        with CheckpointManager(ckpt_dir(self.workdir), best_metric="selection") as ckpt, \
+        """Trains (or resumes) to the end; writes and returns the summary."""
+        with WorkdirLock(self.workdir):
+            return self.run_locked()
+
+    def run_locked(self) -> dict[str, Any]:
+        """`run` for a caller that already holds the workdir's `WorkdirLock` (taken before preparing the data, so
+        that a second run on the workdir is refused at once)."""
+        check_config(self.workdir, self.cfg.to_dict(), ignore=RESULT_NEUTRAL)
+        check_config(self.workdir, self.program_description(), name=PROGRAM_NAME)
+        t = self.cfg.train
+        started = time.perf_counter()
+        self._log_start()
+        with CheckpointManager(self.workdir / CHECKPOINTS, best_metric=None) as ckpt, \
                 MetricWriter(self.workdir, tensorboard=t.tensorboard) as writer:
-            self.restore(ckpt)
+            self._restore(ckpt)
             # Also after a fresh start: a run killed before its first checkpoint was complete logged epochs that
             # no checkpoint holds.
-            epoch_done = self.progress.epoch
-            writer.truncate(lambda r: r.get("epoch", 0) <= epoch_done)
+            done = self.progress.epoch
+            if jax.process_index() == 0:
+                writer.truncate(lambda r: r.get("epoch", 0) <= done)
             wall_before = self.progress.wall_seconds
-            bar = make_bar(t, self.steps_per_epoch, self.progress.epoch)
+            bar = _Bar(self) if t.progress else None
             try:
-                while self.progress.epoch < t.epochs and not self.progress.stopped_early:
+                while self.progress.epoch < t.epochs and any(m.active for m in self.progress.members):
                     epoch = self.progress.epoch + 1
-                    train_m = self.train_epoch(epoch, bar)
-                    dev_m, test_m = self.evaluate("dev"), self.evaluate("test")
+                    self._epoch(epoch, writer, bar, ckpt)
                     self.progress.epoch = epoch
-                    if dev_m["accuracy"] >= self.progress.best_dev:  # ties go to the later epoch, as in Kim's code
-                        self.progress.best_dev, self.progress.best_epoch = dev_m["accuracy"], epoch
-                        self.progress.best_dev_metrics, self.progress.best_test_metrics = dev_m, test_m
-                    if t.patience is not None and epoch - self.progress.best_epoch >= t.patience:
-                        self.progress.stopped_early = True
-                    step = int(jax.device_get(self.state.step))
-                    for kind, m in (("train", train_m), ("dev", dev_m), ("test", test_m)):
-                        writer.write({"kind": kind, "epoch": epoch, "step": step, **m})
-                    log.info("epoch %d: train loss %.4f acc %.4f | dev acc %.4f | test acc %.4f | %.0f ex/s",
-                             epoch, train_m["loss"], train_m["accuracy"], dev_m["accuracy"], test_m["accuracy"],
-                             train_m["examples_per_second"])
-                    self.progress.wall_seconds = wall_before + time.perf_counter() - t_start
-                    last = epoch == t.epochs or self.progress.stopped_early
+                    self.progress.wall_seconds = wall_before + time.perf_counter() - started
+                    last = epoch == t.epochs or not any(m.active for m in self.progress.members)
                     if last or epoch % t.checkpoint_every == 0:
-                        # Later epochs win ties in the retention policy too, so the kept "best" is best_epoch.
-                        ckpt.save(epoch, self.saveable(), self.meta(),
-                                  metrics={"dev_accuracy": dev_m["accuracy"],
-                                           "selection": dev_m["accuracy"] + 1e-9 * epoch})
+                        ckpt.save(epoch, self.program.saveable(epoch), self.meta())
+                        for cb in self.callbacks:
+                            cb.on_checkpoint_started(self, epoch)
+                    for cb in self.callbacks:
+                        cb.on_epoch_end(self, epoch)
             finally:
                 if bar is not None:
                     bar.close()
             ckpt.wait()
         summary = self.summary()
-        atomic_write_json(self.workdir / "summary.json", summary)
-        if t.plots:
-            write_plots(self.workdir, summary, self.data.label_names)
+        if jax.process_index() == 0:
+            atomic_write_json(self.workdir / "summary.json", summary)
+            if t.plots and self.single:
+                write_plots(self.workdir, summary, self.data.label_names)
         return summary
 
+    def _restore(self, ckpt: CheckpointManager) -> bool:
+        restored = ckpt.restore_latest(self.program.saveable(0))
+        if restored is None:
+            return False
+        step, saved, meta = restored
+        self.program.restore(saved)
+        self.progress = Progress.from_dict(meta["progress"])
+        log.info("resumed from %s at epoch %d", ckpt.directory / str(step), self.progress.epoch)
+        return True
+
+    def _epoch(self, epoch: int, writer: MetricWriter, bar: _Bar | None, ckpt: CheckpointManager) -> None:
+        active = [m.active for m in self.progress.members]
+        start = time.perf_counter()
+        sums, bad = self.program.train_epoch(epoch, active, _Observer(self, bar, epoch, start))
+        seconds = time.perf_counter() - start
+        for k, b in enumerate(bad):
+            if b >= 0:
+                self.progress.members[k].failed = f"non-finite loss or gradient at step {int(b)} (epoch {epoch})"
+        if all(m.failed for m in self.progress.members):
+            raise TrainingError(self._failure(epoch, bad, ckpt))
+        dev, test = self._evaluate("dev", epoch), self._evaluate("test", epoch)
+        improved = []
+        step = to_host(self.program.state.step)
+        examples = 0
+        train_metrics = []
+        for k, (p, was_active) in enumerate(zip(self.progress.members, active)):
+            if not was_active:
+                improved.append(False)
+                continue
+            train_m = metrics_lib.summarize(jax.tree.map(lambda x: x[k], sums), self.data.label_names)
+            train_m["seconds"] = seconds
+            train_m["examples_per_second"] = train_m["examples"] / max(seconds, 1e-9)
+            train_m["grad_norm"] = float(sums["grad_norm_sum"][k]) / max(self.program.steps_per_epoch, 1)
+            train_metrics.append(train_m)
+            examples += train_m["examples"]
+            if bad[k] >= 0:
+                log.warning("member %s: %s; it stops, the others go on", self.members[k].name, p.failed)
+            better = dev[k]["accuracy"] >= p.best_dev  # ties go to the later epoch, as in Kim's code
+            if better:
+                p.best_dev, p.best_epoch = dev[k]["accuracy"], epoch
+                p.best_dev_metrics, p.best_test_metrics = dev[k], test[k]
+            improved.append(better)
+            patience = self.cfg.train.patience
+            if patience is not None and epoch - p.best_epoch >= patience:
+                p.stopped_early = True
+            for kind, m in (("train", train_m), ("dev", dev[k]), ("test", test[k])):
+                record = {"kind": kind, "epoch": epoch, "step": int(step[k]), **({} if self.single else
+                                                                                   {"member": k}), **m}
+                for cb in self.callbacks:
+                    cb.on_metrics(self, record)
+                if jax.process_index() == 0:  # one writer in a multi-host job
+                    writer.write(record)
+        self.program.select(improved)
+        self.progress.train_seconds += seconds
+        self.progress.examples_trained += examples
+        if self.single:
+            tm = train_metrics[0]
+            log.info("epoch %d: train loss %.4f acc %.4f | dev acc %.4f | test acc %.4f | %.0f ex/s", epoch,
+                     tm["loss"], tm["accuracy"], dev[0]["accuracy"], test[0]["accuracy"], tm["examples_per_second"])
+        else:
+            accs = [d["accuracy"] for d, a in zip(dev, active) if a]
+            tests = [d["accuracy"] for d, a in zip(test, active) if a]
+            log.info("epoch %d: %d members | dev acc mean %.4f | test acc mean %.4f | %.0f ex/s", epoch,
+                     sum(active), float(np.mean(accs)), float(np.mean(tests)), examples / max(seconds, 1e-9))
+
+    def _failure(self, epoch: int, bad: np.ndarray, ckpt: CheckpointManager) -> str:
+        kept = ckpt.latest_step
+        where = (f"the last good checkpoint (epoch {kept}) is kept in {ckpt.directory}" if kept is not None
+                 else "no checkpoint had been saved yet")
+        if self.single:
+            return f"non-finite loss or gradient at step {int(bad[0])} (epoch {epoch}); training stopped, {where}"
+        return (f"every member hit a non-finite loss or gradient by epoch {epoch}; training stopped, {where}; "
+                f"see {self.workdir / 'metrics.jsonl'}")
+
+    def _evaluate(self, split: str, epoch: int) -> list[dict[str, Any]]:
+        def dispatched():
+            for cb in self.callbacks:
+                cb.on_evaluate_dispatched(self, split, epoch)
+
+        return self.program.evaluate(split, dispatched=dispatched if self.callbacks else None)
+
+    def _log_start(self) -> None:
+        m = self.members[0]
+        names = self.data.label_names
+        classes = (str(names) if len(names) <= _MAX_CLASS_NAMES
+                   else f"{len(names)} ({', '.join(names[:_MAX_CLASS_NAMES])}, ...)")
+        sizes = ", ".join(f"{s} {len(r)}" for s, r in m.rows().items())
+        what = "data" if self.single else f"{len(self.members)} members as one program | data (member 0)"
+        log.info("%s: %s | %s | classes %s", what, sizes, self.data.describe(m.rows()), classes)
+        mesh = self.program.mesh
+        log.info("devices: %d x %s, mesh %s | batch %d (padded to %d)", mesh.devices.size,
+                 mesh.devices.flat[0].platform, dict(mesh.shape), self.cfg.train.batch_size, self.program.batch)
+
+    # -- results --------------------------------------------------------------------------------------------
+    def member_summaries(self) -> list[dict[str, Any]]:
+        out = []
+        for m, p in zip(self.members, self.progress.members):
+            dev, test = p.best_dev_metrics or {}, p.best_test_metrics or {}
+            out.append({**m.describe(), "epochs": self.progress.epoch, "best_epoch": p.best_epoch,
+                        "stopped_early": p.stopped_early, "failed": p.failed,
+                        "dev_accuracy": dev.get("accuracy"), "test_accuracy": test.get("accuracy"),
+                        "test_macro_f1": test.get("macro_f1"), "test_loss": test.get("loss"),
+                        "test_confusion": test.get("confusion")})
+        return out
+
     def summary(self) -> dict[str, Any]:
-        p, cfg = self.progress, self.cfg
-        dev, test = p.best_dev_metrics or {}, p.best_test_metrics or {}
-        return {
-            "dataset": cfg.data.dataset if cfg.data.train_file is None else cfg.data.train_file,
-            "variant": cfg.model.variant,
-            "seed": cfg.train.seed,
-            "fold": cfg.data.fold,
-            "epochs": p.epoch,
-            "stopped_early": p.stopped_early,
-            "best_epoch": p.best_epoch,
-            "dev_accuracy": dev.get("accuracy"),
-            "test_accuracy": test.get("accuracy"),
-            "test_macro_f1": test.get("macro_f1"),
-            "test_loss": test.get("loss"),
-            "test_confusion": test.get("confusion"),
-            "label_names": self.data.label_names,
-            "train_examples": len(self.data.splits["train"]["label"]),
-            "dev_examples": len(self.data.splits["dev"]["label"]),
-            "test_examples": len(self.data.splits["test"]["label"]),
-            **self.data.summary(),
-            "wall_seconds": p.wall_seconds,
-            "train_seconds": p.train_seconds,
-            "train_examples_per_second": p.examples_trained / p.train_seconds if p.train_seconds else None,
-            "devices": int(self.mesh.devices.size),
-            "platform": jax.devices()[0].platform,
-        }
+        cfg, p = self.cfg, self.progress
+        out = {"dataset": cfg.data.dataset if cfg.data.train_file is None else cfg.data.train_file,
+               "task": self.task.name, "variant": cfg.model.variant, "label_names": self.data.label_names,
+               **self.data.summary(), "epochs": p.epoch, "wall_seconds": p.wall_seconds,
+               "train_seconds": p.train_seconds,
+               "train_examples_per_second": p.examples_trained / p.train_seconds if p.train_seconds else None,
+               "devices": int(self.program.mesh.devices.size), "platform": jax.devices()[0].platform}
+        members = self.member_summaries()
+        if self.single:
+            out.update({k: v for k, v in members[0].items() if k not in ("name", "hparams", "weighted")})
+        out["members"] = members
+        return out
 
 
-def create_state(cfg: Config, task, forward, params, model_state, trainable,
-                 steps_per_epoch: int) -> TrainState:
-    """The initial TrainState: the optimizer from the config, Kim's max-norm, and lazy embedding rows where that
-    is exact (`jaxcnn.train.sparse`). Also used under `jax.eval_shape` to shape a restore target."""
-    o = cfg.optim
-    total = steps_per_epoch * cfg.train.epochs
-    sparse = None
-    tables = task.embedding_tables(params) if hasattr(task, "embedding_tables") else ((), ())
-    # Weight decay acts on kernels only, so it leaves the rows' update exact; clipping needs the whole gradient.
-    if o.lazy_embeddings and o.clip_norm is None:
-        sparse = sparse_lib.make(o.optimizer, rho=o.rho, eps=o.eps, trainable=tables[0], frozen=tables[1],
-                                 learning_rate=make_schedule(o, steps_per_epoch, total))
-    if sparse is not None:
-        trainable = {k: v for k, v in trainable.items() if k not in sparse.tables}
-    tx = make_optimizer(o, steps_per_epoch=steps_per_epoch, total_steps=total, trainable=trainable)
-    return TrainState.create(apply_fn=forward, params=params, tx=tx, model_state=model_state,
-                             constraint=make_constraint(o), sparse=sparse)
+class _Observer(BlockObserver):
+    """Forwards `Program.train_epoch`'s blocks to the progress bar and the callbacks."""
+
+    def __init__(self, run: Run, bar: _Bar | None, epoch: int, start: float):
+        self.run, self.bar, self.epoch, self.start = run, bar, epoch, start
+
+    def block_start(self, program: Program) -> None:
+        for cb in self.run.callbacks:
+            cb.on_block_start(self.run)
+
+    def block_dispatched(self, program: Program) -> None:
+        for cb in self.run.callbacks:
+            cb.on_block_dispatched(self.run)
+
+    def block_done(self, program: Program, totals: dict[str, np.ndarray], steps: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.epoch, totals, steps, time.perf_counter() - self.start)
 
 
-def ckpt_dir(workdir: pathlib.Path) -> pathlib.Path:
-    return workdir / "checkpoints"
+class _Bar:
+    """A tqdm bar over every step of the run (each member's steps counted once per block)."""
 
+    def __init__(self, run: Run):
+        from tqdm.auto import tqdm
 
-def make_bar(t, steps_per_epoch: int, epochs_done: int):
-    if not t.progress:
-        return None
-    from tqdm.auto import tqdm
+        per_epoch = run.program.steps_per_epoch
+        self._bar = tqdm(total=per_epoch * run.cfg.train.epochs, initial=per_epoch * run.progress.epoch,
+                         unit="step", dynamic_ncols=True, leave=False)
 
-    return tqdm(total=steps_per_epoch * t.epochs, initial=steps_per_epoch * epochs_done, unit="step",
-                dynamic_ncols=True, leave=False)
+    def update(self, epoch: int, totals: dict[str, np.ndarray], steps: int, seconds: float) -> None:
+        seen = float(np.sum(totals["count"]))
+        self._bar.update(steps)
+        self._bar.set_postfix(epoch=epoch, loss=f"{float(np.sum(totals['loss_sum'])) / max(seen, 1):.4f}",
+                              acc=f"{np.trace(totals['confusion'], axis1=-2, axis2=-1).sum() / max(seen, 1):.4f}",
+                              ex_s=f"{seen / max(seconds, 1e-9):.0f}")
 
-
-def log_data_summary(run: Run) -> None:
-    log.info("%s", run.data.describe())
-    log.info("devices: %d x %s | batch %d (padded to %d)", run.mesh.devices.size, jax.devices()[0].platform,
-             run.cfg.train.batch_size, run.batch)
+    def close(self) -> None:
+        self._bar.close()
 
 
 def write_plots(workdir: pathlib.Path, summary: dict[str, Any], label_names: list[str]) -> None:
@@ -305,11 +352,54 @@ def write_plots(workdir: pathlib.Path, summary: dict[str, Any], label_names: lis
         plot_confusion_matrix(np.asarray(summary["test_confusion"]), label_names, workdir / "confusion.png")
 
 
-def train_and_evaluate(cfg: Config, workdir: str | pathlib.Path, data: Any = None) -> dict[str, Any]:
-    """Trains (or resumes) the run described by `cfg` in `workdir` and returns its summary."""
+# ----------------------------------------------------------------------------------------------------------------
+# Ways in
+
+
+def member_for(cfg: Config, examples: Examples, *, seed: int | None = None, fold: int | None = None,
+               name: str | None = None, **kwargs: Any) -> Member:
+    """The member that trains on the config's split of `examples` (fold `fold`, default the config's), with
+    `seed` (default the config's) for its init, data order and dropout; the split itself is seeded by the
+    config's seed, so members of other seeds share their fold's sentences."""
+    cv = examples.protocol == "cv"
+    fold = cfg.data.fold if fold is None else fold
+    seed = cfg.train.seed if seed is None else seed
+    rows = examples.rows(cfg, fold=fold)
+    default = (f"fold {fold} seed {seed}" if cv else f"seed {seed}")
+    return Member(name or default, seed, rows["train"], rows["dev"], rows["test"], fold=fold if cv else None,
+                  **kwargs)
+
+
+def train_members(cfg: Config, members: Sequence[Member] | Callable[[Examples], Sequence[Member]],
+                  workdir: str | pathlib.Path, *, task: Task | None = None, examples: Examples | None = None,
+                  callbacks: Sequence[Callback] = (), mesh=None) -> Run:
+    """Trains (or resumes) `members` as one program in `workdir`. Returns the finished `Run` (its `summary()`,
+    `member_summaries()`, and the best variables in `run.program`).
+
+    Args:
+      members: the members, or a function of the examples that makes them.
+      task: the `Task` (default: the registered one named by `cfg.data.task`).
+      examples: the task's examples when already loaded (else loaded here, once the workdir is locked).
+    """
     cfg.validate()
-    workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    with WorkdirLock(workdir):
-        check_config(workdir, flat_config(cfg), ignore=RESULT_NEUTRAL)
-        return Run(cfg, workdir, data).run()
+    task = task or tasks_lib.get(cfg.data.task)
+    with WorkdirLock(workdir):  # first: a second run on the workdir is refused before it loads anything
+        examples = examples if examples is not None else task.load(cfg)
+        members = list(members(examples) if callable(members) else members)
+        data = task.prepare(cfg, examples, [m.rows() for m in members], [m.seed for m in members])
+        run = Run(cfg, task, data, members, workdir, callbacks=callbacks, mesh=mesh)
+        run.run_locked()
+    return run
+
+
+def train_and_evaluate(cfg: Config, workdir: str | pathlib.Path, *, task: Task | None = None,
+                       callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Trains (or resumes) the run described by `cfg` in `workdir` (`jaxcnn train`): one member on the config's
+    split, seed and fold. Returns its summary.
+
+    Args:
+      task: the `Task` (default: the registered one named by `cfg.data.task`); your own model plugs in here.
+      callbacks: `Callback`s to hook into the loop.
+    """
+    run = train_members(cfg, lambda examples: [member_for(cfg, examples)], workdir, task=task, callbacks=callbacks)
+    return run.summary()

@@ -225,8 +225,9 @@ def differing_keys(old: Mapping[str, Any], new: Mapping[str, Any], *, ignore: It
             if not _ignored(k, ignore) and flat_old.get(k, missing) != flat_new.get(k, missing)]
 
 
-def check_config(workdir: str | os.PathLike, config_dict: Mapping[str, Any], *, ignore: Iterable[str] = ()) -> None:
-    """Pins a run's config to its workdir.
+def check_config(workdir: str | os.PathLike, config_dict: Mapping[str, Any], *, ignore: Iterable[str] = (),
+                 name: str = CONFIG_NAME) -> None:
+    """Pins a run's config (or another description, in the file `name`) to its workdir.
 
     If `workdir/config.json` is absent it is written. If present, it must equal `config_dict` except for the keys
     in `ignore` (e.g. `epochs`, so that a run can be extended); it is then rewritten with `config_dict`, so that it
@@ -242,7 +243,7 @@ def check_config(workdir: str | os.PathLike, config_dict: Mapping[str, Any], *, 
             e.g. `runs/a holds a run with dataset="mr" (this command: dataset="trec"); use another --workdir`.
             Also raised when config.json is unreadable.
     """
-    path = pathlib.Path(workdir) / CONFIG_NAME
+    path = pathlib.Path(workdir) / name
     if path.exists():
         try:
             old = json.loads(path.read_text(encoding="utf-8"))

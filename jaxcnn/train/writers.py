@@ -177,13 +177,15 @@ class MetricWriter:
 
     def _write_scalars(self, record: Mapping[str, Any]) -> None:
         kind, step = record["kind"], int(record["step"])
+        # A record of one member of several goes under that member's own tags.
+        prefix = f"member-{record['member']}/" if "member" in record else ""
         tb = self._summary_writer()
         for key, value in record.items():
-            if key in ("kind", "step", "epoch"):
+            if key in ("kind", "step", "epoch", "member"):
                 continue
             scalar = _scalar(value)
             if scalar is not None:
-                tb.add_scalar(f"{kind}/{key}", scalar, global_step=step)
+                tb.add_scalar(f"{prefix}{kind}/{key}", scalar, global_step=step)
 
     def truncate(self, keep: Callable[[dict], bool]) -> None:
         """Rewrites metrics.jsonl atomically, keeping only the records for which `keep(record)` is true.

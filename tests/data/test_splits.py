@@ -90,7 +90,23 @@ def test_official_and_train_test_protocols(data_dir):
     with pytest.raises(ConfigError, match="--protocol train_test: needs exactly train and test"):
         resolve_protocol(sst, "train_test")
     with pytest.raises(ConfigError, match="--protocol: unknown protocol"):
-        resolve_protocol(sst, "holdout")
+        resolve_protocol(sst, "leave_one_out")
+
+
+def test_holdout_carves_a_fixed_test_set_and_a_seeded_dev_set():
+    from jaxcnn.data.splits import protocol_rows
+
+    labels = np.arange(100) % 4
+    given = {"train": np.arange(100)}
+    a = protocol_rows(given, "holdout", labels=labels, seed=0)
+    b = protocol_rows(given, "holdout", labels=labels, seed=1)
+    assert [len(a[s]) for s in ("train", "dev", "test")] == [72, 8, 20]
+    np.testing.assert_array_equal(a["test"], b["test"])  # the test set does not move with the seed
+    assert not np.array_equal(a["dev"], b["dev"])
+    assert np.bincount(labels[a["test"]]).tolist() == [5, 5, 5, 5]  # stratified
+    assert sorted(np.concatenate(list(a.values())).tolist()) == list(range(100))
+    both = protocol_rows({"train": np.arange(80), "test": np.arange(80, 100)}, "holdout", labels=labels, seed=0)
+    np.testing.assert_array_equal(both["test"], np.arange(80, 100))  # a given test split is kept
 
 
 def test_cv_pools_all_given_splits_and_checks_the_fold(tmp_path):

@@ -13,15 +13,16 @@ import optax
 import pytest
 from PIL import Image
 
-from jaxcnn import augment, cli, configs
+from jaxcnn import augment, cli, configs, tasks
 from jaxcnn.data import images as images_lib
 from jaxcnn.errors import ConfigError
 from jaxcnn.tasks import image as image_task
-from jaxcnn.train import parallel
 from jaxcnn.train.losses import get_loss
+from jaxcnn.train.program import Member, Program
 from jaxcnn.train.state import TrainState
 from jaxcnn.train.steps import train_step
-from jaxcnn.train.trainer import Run, epoch_indices
+from jaxcnn.train.trainer import Run
+from tests.train.helpers import run_steps
 
 
 def tiny_cfg(**overrides):
@@ -34,10 +35,13 @@ def tiny_cfg(**overrides):
 def small_data():
     """A 48/16/16 slice of the digits, enough for the engine's behaviour (not for accuracy)."""
     x, y = images_lib.load_digits().parts["train"]
-    splits = {name: {"image": x[a:b], "label": y[a:b]} for name, (a, b) in
-              (("train", (0, 48)), ("dev", (48, 64)), ("test", (64, 80)))}
-    return image_task.ImageData([str(i) for i in range(10)], splits, "sklearn:digits[:80]", "small_cnn",
-                                "rotate=10,crop=0.9,noise=0.05")
+    return image_task.ImageData([str(i) for i in range(10)], {"image": x[:80], "label": y[:80]}, (8, 8, 1),
+                                "sklearn:digits[:80]", "small_cnn", "rotate=10,crop=0.9,noise=0.05")
+
+
+def member(seed: int = 0) -> Member:
+    return Member("slice", seed, np.arange(48, dtype=np.int32), np.arange(48, 64, dtype=np.int32),
+                  np.arange(64, 80, dtype=np.int32))
 
 
 def test_config_rules():
@@ -87,7 +91,7 @@ def test_augmentation_in_the_jitted_step_varies_per_example_and_step_yet_repeats
     probe = Probe()
     variables = probe.init(jax.random.key(0), batch["image"])
     tx = optax.sgd(0.1)
-    state = TrainState.create(apply_fn=image_task.make_forward(probe, chain), params=variables["params"], tx=tx,
+    state = TrainState.create(apply_fn=image_task.image_forward(probe, chain), params=variables["params"], tx=tx,
                               model_state={"probe": variables["probe"]})
     step = jax.jit(lambda s, b, r: train_step(s, b, r, loss_fn=get_loss("softmax_ce")))
 
@@ -112,24 +116,15 @@ def test_augmentation_in_the_jitted_step_varies_per_example_and_step_yet_repeats
     assert image_task.train_inputs(batch["image"], keys, None) is batch["image"]
 
 
-def run_steps(run: Run, steps: int):
-    n = len(run.data.splits["train"]["label"])
-    idx = epoch_indices(n, run.cfg.train.batch_size, run.batch, run.cfg.train.seed, 1, steps)[0]
-    run.state, sums, bad = run.train_fn(run.state, run.device_data["train"], parallel.replicate(idx, run.mesh),
-                                        run.rng)
-    assert int(bad) == -1
-    return jax.device_get(sums)
-
-
 def test_one_device_and_eight_devices_take_the_same_step_batch_norm_included(tmp_path, small_data):
     assert jax.device_count() >= 8, "tests/conftest.py sets 8 simulated devices"
     cfg = tiny_cfg(augment=small_data.augment)
     results = []
     for devices in (1, 8):
-        run = Run(cfg.replace(devices=devices), tmp_path / f"w{devices}", data=small_data)
-        assert run.batch == (12 if devices == 1 else 16)  # padded with 4 masked examples on 8 devices
-        sums = run_steps(run, 3)
-        results.append(jax.device_get((run.state.params, run.state.model_state, sums)))
+        program = Program(cfg.replace(devices=devices), tasks.get("image"), small_data, [member()])
+        assert program.batch == (12 if devices == 1 else 16)  # padded with 4 masked examples on 8 devices
+        sums = run_steps(program, 3)
+        results.append(jax.device_get((program.state.params, program.state.model_state, sums)))
     (p1, m1, s1), (p8, m8, s8) = results
     assert set(m1) == {"batch_stats"}
     np.testing.assert_allclose(s1["loss_sum"], s8["loss_sum"], rtol=1e-5)
@@ -140,18 +135,19 @@ def test_one_device_and_eight_devices_take_the_same_step_batch_norm_included(tmp
 
 
 def test_running_averages_are_saved_restored_and_used_in_eval(tmp_path, small_data):
-    from jaxcnn.predict import Predictor
+    from jaxcnn.predict import Predictor, SavedProgram
 
-    run = Run(tiny_cfg(devices=1, epochs=1), tmp_path / "w", data=small_data)
-    initial = jax.device_get(run.state.model_state)
+    cfg = tiny_cfg(devices=1, epochs=1)
+    run = Run(cfg, tasks.get("image"), small_data, [member()], tmp_path / "w")
+    initial = jax.device_get(run.program.state.model_state)
     summary = run.run()
-    trained = jax.device_get(run.state.model_state)
+    trained = jax.device_get(run.program.state.model_state)
     assert not np.allclose(trained["batch_stats"]["bn1"]["var"], initial["batch_stats"]["bn1"]["var"])
     predictor = Predictor.from_workdir(tmp_path / "w", checkpoint="latest")
-    assert isinstance(predictor, image_task.ImagePredictor)
-    jax.tree.map(np.testing.assert_array_equal, predictor.state.model_state, trained)
-    test = small_data.splits["test"]
-    result = predictor.evaluate_arrays(test["image"], test["label"])
+    assert predictor.input_name == "file"
+    jax.tree.map(np.testing.assert_array_equal, predictor.program.state.model_state, trained)
+    test = {k: v[64:80] for k, v in small_data.arrays.items()}
+    result = predictor.evaluate_inputs(test["image"], test["label"])
     assert result["accuracy"] == pytest.approx(summary["test_accuracy"])
     # The same images as a labelled .npz file (uint8, names given by integer id) score the same.
     np.savez(tmp_path / "test.npz", x=np.round(test["image"] * 255).astype(np.uint8), y=test["label"])
@@ -160,9 +156,11 @@ def test_running_averages_are_saved_restored_and_used_in_eval(tmp_path, small_da
     # Eval mode reads the running averages: an image scores the same alone as in a batch.
     alone = predictor.predict_proba(test["image"][:1])
     np.testing.assert_allclose(predictor.predict_proba(test["image"])[:1], alone, atol=1e-6)
-    stale = predictor.state.replace(model_state=initial)
-    assert not np.allclose(np.asarray(predictor._logits(stale, {"image": test["image"][:1]})),
-                           np.asarray(predictor._logits(predictor.state, {"image": test["image"][:1]})))
+    saved = predictor.program
+    stale = SavedProgram(saved.task, saved.cfg, saved.data, saved.state.replace(model_state=initial), saved.members,
+                         saved.epoch)
+    assert not np.allclose(np.asarray(stale.infer({"image": test["image"][:1]})),
+                           np.asarray(saved.infer({"image": test["image"][:1]})))
 
 
 def test_command_line_train_evaluate_predict(tmp_path, capsys):

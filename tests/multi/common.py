@@ -7,9 +7,10 @@ import pathlib
 import jax
 import numpy as np
 
-from jaxcnn import configs
-from jaxcnn.experiments import pool as pool_lib
-from jaxcnn.train.multi import Member, MemberProgram, to_host
+from jaxcnn import configs, tasks
+from jaxcnn.train.parallel import to_host
+from jaxcnn.train.program import Program
+from jaxcnn.train.trainer import member_for
 from tests.train.helpers import synthetic_sentences, write_kim
 
 
@@ -26,26 +27,24 @@ def tiny_config(data_file: str, **overrides):
 
 
 def tiny_members(data_file: str, k: int = 3, **overrides):
-    """(cfg, k members: fold i % 3 with seed 10 + i, pool)."""
+    """(cfg, k members: fold i % 3 with seed 10 + i, their prepared data)."""
     cfg = tiny_config(data_file, **overrides)
-    source = pool_lib.load_source(cfg)
-    members = []
-    for i in range(k):
-        rows = pool_lib.split_rows(source, cfg, fold=i % cfg.data.folds)
-        members.append(Member(f"m{i}", 10 + i, rows["train"], rows["dev"], rows["test"], fold=i % cfg.data.folds))
-    pool = pool_lib.build_pool(cfg, source, [m.train for m in members], [m.seed for m in members])
-    return cfg, members, pool
+    task = tasks.get("text")
+    examples = task.load(cfg)
+    members = [member_for(cfg, examples, seed=10 + i, fold=i % cfg.data.folds, name=f"m{i}") for i in range(k)]
+    data = task.prepare(cfg, examples, [m.rows() for m in members], [m.seed for m in members])
+    return cfg, members, data
 
 
-def train_program(cfg, members, pool, *, devices: int | None = 1, epochs: int = 2, chunk="auto") -> MemberProgram:
-    program = MemberProgram(cfg.replace(devices=devices), members, pool.data, tables=pool.tables, chunk=chunk)
+def train_program(cfg, members, data, *, devices: int | None = 1, epochs: int = 2, chunk="auto") -> Program:
+    program = Program(cfg.replace(devices=devices), tasks.get("text"), data, members, chunk=chunk)
     for epoch in range(1, epochs + 1):
         _, bad = program.train_epoch(epoch, [True] * len(members))
         assert (bad == -1).all()
     return program
 
 
-def flat_params(program: MemberProgram) -> dict[str, np.ndarray]:
+def flat_params(program: Program) -> dict[str, np.ndarray]:
     """{"bank/conv_w2/kernel": <float32>[K, ...], ...} on the host (gathered across processes)."""
     leaves = jax.tree_util.tree_leaves_with_path(to_host(program.state.params))
     return {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v) for path, v in leaves}

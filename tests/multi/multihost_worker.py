@@ -11,7 +11,7 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
 os.environ["JAX_PLATFORMS"] = "cpu"
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from jaxcnn.train.multi import initialize_distributed  # noqa: E402
+from jaxcnn.train.parallel import initialize_distributed  # noqa: E402
 
 
 def main() -> None:

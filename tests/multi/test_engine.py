@@ -1,4 +1,5 @@
-"""The multi-member engine: a member inside the vmapped program equals the same member trained alone."""
+"""Programs of many members: a member inside the vmapped program equals the same member trained alone (a program
+of one member, what `jaxcnn train` runs)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import jax
 import numpy as np
 import pytest
 
+from jaxcnn import tasks
 from jaxcnn.errors import ConfigError
-from jaxcnn.train.multi import Member, MemberProgram, MultiRun, make_member_mesh
+from jaxcnn.train.parallel import make_mesh
+from jaxcnn.train.program import Member, Program
 from jaxcnn.train.trainer import Run
 from tests.multi.common import flat_params, tiny_members, train_program, write_pool_file
 
@@ -27,14 +30,12 @@ def setup(tmp_path_factory):
     return data_file, cfg, members, pool, flat_params(train_program(cfg, members, pool))
 
 
-def alone(cfg, member: Member, pool, tmp_path: pathlib.Path, epochs: int = 2) -> dict[str, np.ndarray]:
-    """The member trained by the normal trainer (`Run`) on the same data, seed and fold."""
-    run = Run(member.config(cfg).replace(devices=1), tmp_path,
-              data=pool.member_data(member.train, member.dev, member.test, member.seed))
-    for epoch in range(1, epochs + 1):
-        run.train_epoch(epoch, None)
-    leaves = jax.tree_util.tree_leaves_with_path(jax.device_get(run.state.params))
-    return {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v) for path, v in leaves}
+def alone(cfg, member: Member, data, tmp_path: pathlib.Path, epochs: int = 2) -> dict[str, np.ndarray]:
+    """The member trained alone, as `jaxcnn train` trains it (a program of one member), on the same data: its
+    searched values (if any) as the config's own."""
+    lone = Member(member.name, member.seed, member.train, member.dev, member.test, member.fold, member.weights)
+    flat = flat_params(train_program(cfg.replace(**member.hparams), [lone], data, epochs=epochs))
+    return {name: value[0] for name, value in flat.items()}
 
 
 def assert_member(stacked: dict[str, np.ndarray], k: int, single: dict[str, np.ndarray], atol: float = 1e-5):
@@ -54,12 +55,12 @@ def test_vmapped_and_chunked_programs_equal_the_looped_one(setup, chunk):
     # vmapped two at a time (2 of 3: a remainder chunk) train the same members.
     _, cfg, members, pool, looped = setup
     program = train_program(cfg, members, pool, chunk=chunk)
-    assert program.chunk == chunk and MemberProgram(cfg.replace(devices=1), members, pool.data).chunk == 1
+    assert program.chunk == chunk and Program(cfg.replace(devices=1), tasks.get("text"), pool, members).chunk == 1
     other = flat_params(program)
     for k in range(len(members)):
         assert_member(other, k, {n: v[k] for n, v in looped.items()})
     # Evaluation and logits go through the same mapping.
-    looped_program = MemberProgram(cfg.replace(devices=1), members, pool.data, tables=pool.tables)
+    looped_program = Program(cfg.replace(devices=1), tasks.get("text"), pool, members)
     looped_program.state = looped_program.state.replace(params=program.state.params)
     for a, b in zip(program.evaluate("dev"), looped_program.evaluate("dev")):
         assert a["accuracy"] == b["accuracy"]
@@ -85,17 +86,18 @@ def test_members_and_data_sharded_over_8_devices_equal_one_device(setup):
 
 
 def test_mesh_gives_members_the_largest_fitting_divisor():
-    assert dict(make_member_mesh(10, 8).shape) == {"members": 2, "data": 4}
-    assert dict(make_member_mesh(8, 8).shape) == {"members": 8, "data": 1}
-    assert dict(make_member_mesh(5, 8).shape) == {"members": 1, "data": 8}
-    assert dict(make_member_mesh(3, 1).shape) == {"members": 1, "data": 1}
+    assert dict(make_mesh(10, 8).shape) == {"members": 2, "data": 4}
+    assert dict(make_mesh(8, 8).shape) == {"members": 8, "data": 1}
+    assert dict(make_mesh(5, 8).shape) == {"members": 1, "data": 8}
+    assert dict(make_mesh(3, 1).shape) == {"members": 1, "data": 1}
+    assert dict(make_mesh(1, 8).shape) == {"members": 1, "data": 8}  # one member: data parallelism
     with pytest.raises(ConfigError, match="--devices"):
-        make_member_mesh(2, 99)
+        make_mesh(2, 99)
 
 
 def test_inactive_member_does_not_move_and_the_others_do(setup):
     _, cfg, members, pool, _ = setup
-    program = MemberProgram(cfg.replace(devices=1), members, pool.data)
+    program = Program(cfg.replace(devices=1), tasks.get("text"), pool, members)
     assert program.state.sparse is not None  # Adadelta's lazy embedding rows, as in `jaxcnn train`
     before = flat_params(program)
     sums, bad = program.train_epoch(1, [True, False, True])
@@ -130,28 +132,29 @@ def test_members_must_agree_on_what_they_vary(setup):
     _, cfg, members, pool, _ = setup
     m = members[0]
     with pytest.raises(ConfigError, match="--maps: cannot vary"):
-        MemberProgram(cfg, [Member("a", 0, m.train, m.dev, m.test, hparams={"maps": 4})], pool.data)
+        Program(cfg, tasks.get("text"), pool, [Member("a", 0, m.train, m.dev, m.test, hparams={"maps": 4})])
     with pytest.raises(ConfigError, match="same hyper-parameters"):
-        MemberProgram(cfg, [Member("a", 0, m.train, m.dev, m.test, hparams={"lr": 0.1}),
-                            Member("b", 1, m.train, m.dev, m.test)], pool.data)
+        Program(cfg, tasks.get("text"), pool, [Member("a", 0, m.train, m.dev, m.test, hparams={"lr": 0.1}),
+                                               Member("b", 1, m.train, m.dev, m.test)])
 
 
 @pytest.mark.slow
-def test_multirun_selects_per_member_and_resumes_exactly(setup, tmp_path):
+def test_run_selects_per_member_and_resumes_exactly(setup, tmp_path):
     _, cfg, members, pool, _ = setup
     cfg = cfg.replace(devices=1)
-    straight = MultiRun(cfg.replace(epochs=3), members, pool.data, tmp_path / "straight").run()
-    MultiRun(cfg.replace(epochs=2), members, pool.data, tmp_path / "resumed").run()
-    resumed_run = MultiRun(cfg.replace(epochs=3), members, pool.data, tmp_path / "resumed")
-    resumed = resumed_run.run()
+    task = tasks.get("text")
+    straight = Run(cfg.replace(epochs=3), task, pool, members, tmp_path / "straight").run()["members"]
+    Run(cfg.replace(epochs=2), task, pool, members, tmp_path / "resumed").run()
+    resumed_run = Run(cfg.replace(epochs=3), task, pool, members, tmp_path / "resumed")
+    resumed = resumed_run.run()["members"]
     for a, b in zip(straight, resumed):
         assert a["best_epoch"] == b["best_epoch"] and a["test_accuracy"] == b["test_accuracy"]
         assert 1 <= a["best_epoch"] <= 3
-    saved = json.loads((tmp_path / "resumed" / "members.json").read_text())
+    saved = json.loads((tmp_path / "resumed" / "summary.json").read_text())["members"]
     assert [s["name"] for s in saved] == ["m0", "m1", "m2"]
     records = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert sorted((r["epoch"], r["member"]) for r in records if r["kind"] == "dev") == [
         (e, k) for e in (1, 2, 3) for k in range(3)]
     # The best params are each member's own best epoch: their dev accuracy is the recorded best.
-    dev = resumed_run.program.evaluate("dev", resumed_run.program.best_params)
+    dev = resumed_run.program.evaluate("dev", best=True)
     assert [d["accuracy"] for d in dev] == [s["dev_accuracy"] for s in resumed]

@@ -154,7 +154,10 @@ def test_ensembles_compare_with_the_single_model_and_predict(tmp_path, files, ca
     assert [r["text"] for r in records] == ["a good movie", "the plot was awful"]
     for r in records:
         assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
-    predictor = ensemble.EnsemblePredictor.from_workdir(workdir)
+    from jaxcnn.predict import Predictor
+
+    predictor = Predictor.from_workdir(workdir)
+    assert predictor.method == out["chosen"]
     for method in ("average", "vote", "stacking", "boosting"):
         predictor.method = method
         predictor.combiner = out["combiners"].get(method, {})
@@ -187,7 +190,7 @@ def test_reproduce_quick_writes_table_and_plot(tmp_path, data_dir, capsys):
 
 @pytest.mark.slow
 def test_benchmark_reports_paired_ratio_and_memory(data_dir):
-    from jaxcnn.bench_multi import benchmark_cv_vmapped
+    from benchmarks.multi import benchmark_cv_vmapped
 
     out = benchmark_cv_vmapped(data_dir, folds=2, steps=2, repeats=2, memory_of_one=False, maps=4, embed_dim=8,
                                windows=(2, 3))
@@ -198,7 +201,7 @@ def test_benchmark_reports_paired_ratio_and_memory(data_dir):
 
 @pytest.mark.slow
 def test_process_benchmark_runs_the_program_and_each_fold_alone(data_dir):
-    from jaxcnn.bench_multi import benchmark_cv_processes
+    from benchmarks.multi import benchmark_cv_processes
 
     out = benchmark_cv_processes(data_dir, folds=2, epochs=1, extra=["--maps", "4", "--embed-dim", "8",
                                                                      "--windows", "2", "3"])

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from jaxcnn import reliability
+from tools import faults as reliability
 
 EPOCHS = 3
 

@@ -16,8 +16,9 @@ import jax
 import numpy as np
 import pytest
 
-from jaxcnn import cli, reliability
-from jaxcnn.predict import Predictor
+from jaxcnn import cli
+from tools import faults as reliability
+from jaxcnn.predict import SavedProgram, load_program
 from jaxcnn.train.writers import read_metrics
 from tests.corruptions import delete_array_file, empty_folder, garble_metadata, truncate_array_file
 from tests.reliability.conftest import EPOCHS
@@ -27,8 +28,8 @@ def lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-def latest(workdir: pathlib.Path) -> Predictor:
-    return Predictor.from_workdir(workdir, checkpoint="latest")
+def latest(workdir: pathlib.Path) -> SavedProgram:
+    return load_program(workdir, checkpoint="latest")
 
 
 # -- corrupt checkpoints ------------------------------------------------------------------------------------------

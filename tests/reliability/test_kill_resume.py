@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from jaxcnn import reliability
+from tools import faults as reliability
 from jaxcnn.errors import ConfigError
-from jaxcnn.reliability import Fault, Kill
+from tools.faults import Fault, Kill
 from tests.reliability.conftest import EPOCHS
 
 STEPS_PER_EPOCH = 10  # the tiny run: 160 examples in batches of 16, two steps per dispatch

@@ -46,3 +46,41 @@ def write_word2vec_text(path: pathlib.Path, dim: int = 16, seed: int = 0) -> pat
         lines.append(w + " " + " ".join(f"{v:.6f}" for v in rng.normal(0, 0.3, dim)))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def single_program(cfg, task=None):
+    """The one-member `Program` that `jaxcnn train` builds for `cfg` (no workdir)."""
+    from jaxcnn import tasks
+    from jaxcnn.train.program import Program
+    from jaxcnn.train.trainer import member_for
+
+    task = task or tasks.get(cfg.data.task)
+    examples = task.load(cfg)
+    member = member_for(cfg, examples)
+    data = task.prepare(cfg, examples, [member.rows()], [member.seed])
+    return Program(cfg, task, data, [member])
+
+
+def run_steps(program, steps: int):
+    """Runs `steps` optimizer steps of epoch 1 of a one-member program in one block; its summed metrics."""
+    from jaxcnn.train.parallel import to_host
+    from jaxcnn.train.program import epoch_indices
+
+    m = program.members[0]
+    idx = epoch_indices(len(m.train), program.cfg.train.batch_size, program.batch, m.seed, 1, steps)[0]
+    sums, bad = to_host(program.train_block(idx[None]))
+    assert int(bad[0]) == -1
+    return {k: v[0] for k, v in sums.items()}
+
+
+def params_of(program):
+    """Member 0's parameters, on the host."""
+    import jax
+
+    return jax.tree.map(lambda x: np.asarray(x[0]), jax.device_get(program.state.params))
+
+
+def train_rows(program, name: str = "ids"):
+    """Member 0's training examples' `name` array (in its training-list order) and labels."""
+    m = program.members[0]
+    return program.data.arrays[name][m.train], program.data.arrays["label"][m.train]

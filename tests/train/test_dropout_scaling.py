@@ -10,9 +10,10 @@ import jax
 import numpy as np
 import pytest
 
+from jaxcnn import tasks
 from jaxcnn.errors import ConfigError
 from jaxcnn.models.text_cnn import TextCNN
-from jaxcnn.train import multi
+from jaxcnn.train.program import Program
 from jaxcnn.train.trainer import train_and_evaluate
 from tests.multi.common import tiny_members
 from tests.train.helpers import synthetic_sentences, write_kim, write_splits
@@ -42,7 +43,7 @@ def test_kim_scaling_trains_and_evaluates_end_to_end(tmp_path):
                                  tmp_path / "w")
     assert summary["test_accuracy"] >= 0.9  # as test_engine's inverted-dropout run of the same task
     saved = json.loads((tmp_path / "w" / "config.json").read_text())
-    assert saved["dropout_scaling"] == "kim"
+    assert saved["model"]["dropout_scaling"] == "kim"
 
 
 def test_a_searched_dropout_rate_refuses_kim_scaling(tmp_path):
@@ -51,4 +52,4 @@ def test_a_searched_dropout_rate_refuses_kim_scaling(tmp_path):
     cfg, members, pool = tiny_members(str(path), k=2, dropout_scaling="kim")
     members = [dataclasses.replace(m, hparams={"dropout": r}) for m, r in zip(members, (0.2, 0.5))]
     with pytest.raises(ConfigError, match="--dropout-scaling kim: cannot vary --dropout"):
-        multi.MemberProgram(cfg, members, pool)
+        Program(cfg, tasks.get("text"), pool, members)

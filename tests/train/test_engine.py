@@ -11,8 +11,9 @@ import pytest
 
 from jaxcnn import configs
 from jaxcnn.train import parallel
-from jaxcnn.train.trainer import Run, epoch_indices, eval_indices, train_and_evaluate
-from tests.train.helpers import write_splits, write_word2vec_text
+from jaxcnn.train.program import epoch_indices
+from jaxcnn.train.trainer import train_and_evaluate
+from tests.train.helpers import params_of, run_steps, single_program, write_splits, write_word2vec_text
 
 
 @pytest.fixture
@@ -22,19 +23,6 @@ def files(tmp_path):
 
 def tiny_cfg(files, **overrides):
     return configs.tiny().replace(dataset=None, **files, **overrides)
-
-
-def params_of(run):
-    return jax.device_get(run.state.params)
-
-
-def run_steps(run, steps: int):
-    """Runs `steps` optimizer steps of epoch 1 through the jitted block function."""
-    n = len(run.data.splits["train"]["label"])
-    idx = epoch_indices(n, run.cfg.train.batch_size, run.batch, run.cfg.train.seed, 1, steps)[0]
-    run.state, sums, bad = run.train_fn(run.state, run.device_data["train"], parallel.replicate(idx, run.mesh), run.rng)
-    assert int(bad) == -1
-    return jax.device_get(sums)
 
 
 def test_epoch_indices_cover_every_example_once():
@@ -49,21 +37,22 @@ def test_epoch_indices_cover_every_example_once():
     assert not np.array_equal(idx, other)
 
 
-def test_eval_indices_keep_every_example():
-    idx = eval_indices(10, 4)
-    assert idx.shape == (3, 4)
-    assert idx[idx >= 0].tolist() == list(range(10))
+def test_eval_rows_keep_every_example(tmp_path, files):
+    program = single_program(tiny_cfg(files, devices=1, eval_batch_size=16))
+    rows = program.eval_rows("test")
+    assert rows.shape == (1, 3, 16)  # 40 test examples in 3 batches of 16, the last one padded with -1
+    assert rows[rows >= 0].tolist() == program.members[0].test.tolist()
 
 
 @pytest.mark.parametrize("variant", ["rand", "multichannel"])
 def test_steps_move_every_trainable_parameter_and_no_static_one(tmp_path, files, variant):
     vectors = str(write_word2vec_text(tmp_path / "vec.txt", dim=16))
     cfg = tiny_cfg(files, variant=variant, embeddings=None if variant == "rand" else vectors, devices=1)
-    run = Run(cfg, tmp_path / "w")
-    before = params_of(run)
+    program = single_program(cfg)
+    before = params_of(program)
     # Kim's softmax layer starts at zero, so the first step cannot reach the layers below it: take two.
-    run_steps(run, 2)
-    after = params_of(run)
+    run_steps(program, 2)
+    after = params_of(program)
     flat_before = dict(jax.tree_util.tree_leaves_with_path(before))
     for path, leaf in jax.tree_util.tree_leaves_with_path(after):
         name = jax.tree_util.keystr(path)
@@ -78,9 +67,9 @@ def test_steps_move_every_trainable_parameter_and_no_static_one(tmp_path, files,
 
 def test_static_embedding_has_no_optimizer_state(tmp_path, files):
     vectors = str(write_word2vec_text(tmp_path / "vec.txt", dim=16))
-    run = Run(tiny_cfg(files, variant="static", embeddings=vectors, devices=1), tmp_path / "w")
-    vocab_rows = len(run.data.encoder.vocab)
-    big = [x for x in jax.tree.leaves(run.state.opt_state) if getattr(x, "shape", ())[:1] == (vocab_rows,)]
+    program = single_program(tiny_cfg(files, variant="static", embeddings=vectors, devices=1))
+    vocab_rows = len(program.data.encoder.vocab)
+    big = [x for x in jax.tree.leaves(program.state.opt_state) if getattr(x, "shape", ())[1:2] == (vocab_rows,)]
     assert big == []
 
 
@@ -88,10 +77,10 @@ def test_one_device_and_eight_devices_take_the_same_step(tmp_path, files):
     assert jax.device_count() >= 8, "tests/conftest.py sets 8 simulated devices"
     results = []
     for devices in (1, 8):
-        run = Run(tiny_cfg(files, devices=devices, batch_size=12), tmp_path / f"w{devices}")
-        assert run.batch == (12 if devices == 1 else 16)  # 12 does not divide by 8: padded with masked slots
-        sums = run_steps(run, 3)
-        results.append((params_of(run), sums))
+        program = single_program(tiny_cfg(files, devices=devices, batch_size=12))
+        assert program.batch == (12 if devices == 1 else 16)  # 12 does not divide by 8: padded with masked slots
+        sums = run_steps(program, 3)
+        results.append((params_of(program), sums))
     (p1, s1), (p8, s8) = results
     np.testing.assert_allclose(s1["loss_sum"], s8["loss_sum"], rtol=1e-5)
     np.testing.assert_array_equal(s1["confusion"], s8["confusion"])
@@ -121,11 +110,10 @@ def test_resume_continues_exactly(tmp_path, files):
     a, b = records("full"), records("split")
     assert [(r["kind"], r["epoch"]) for r in a] == [(r["kind"], r["epoch"]) for r in b]  # no gap, no duplicate
     assert [r["loss"] for r in a] == [r["loss"] for r in b]
-    from jaxcnn.predict import Predictor
+    from jaxcnn.predict import load_program
 
-    pa = Predictor.from_workdir(tmp_path / "full", checkpoint="latest").state.params
-    pb = Predictor.from_workdir(tmp_path / "split", checkpoint="latest").state.params
-    jax.tree.map(np.testing.assert_array_equal, pa, pb)  # identical on CPU, bit for bit
+    pa, pb = (load_program(tmp_path / w, checkpoint="latest").state for w in ("full", "split"))
+    jax.tree.map(np.testing.assert_array_equal, (pa.params, pa.opt_state), (pb.params, pb.opt_state))  # bit for bit
 
 
 def test_training_learns_the_synthetic_task(tmp_path, files):
@@ -146,9 +134,10 @@ def test_non_finite_loss_stops_with_the_step_named(tmp_path, files):
 
 
 def test_padded_batch_size():
-    mesh = parallel.make_mesh(8)
+    mesh = parallel.make_mesh(1, 8)
     assert parallel.padded_batch_size(50, mesh) == 56
     assert parallel.padded_batch_size(48, mesh) == 48
+    assert parallel.padded_batch_size(50, parallel.make_mesh(4, 8)) == 50  # 4 member shards x 2 data devices
 
 
 @pytest.mark.parametrize("optimizer, variant, weight_decay", [
@@ -159,38 +148,37 @@ def test_lazy_embedding_rows_equal_the_dense_update(tmp_path, files, optimizer, 
     for lazy in (True, False):
         cfg = tiny_cfg(files, optimizer=optimizer, variant=variant, lazy_embeddings=lazy, devices=1,
                        embeddings=None if variant == "rand" else vectors, weight_decay=weight_decay)
-        run = Run(cfg, tmp_path / f"w{lazy}")
-        assert (run.state.sparse is not None) == lazy
+        program = single_program(cfg)
+        assert (program.state.sparse is not None) == lazy
         # Several steps, so rows skip some steps and must catch up their accumulators when touched again.
-        run_steps(run, 6)
+        run_steps(program, 6)
         if lazy:
-            last = np.asarray(run.state.opt_state["sparse"]["embed"]["last"])
+            last = np.asarray(program.state.opt_state["sparse"]["embed"]["last"])[0]
             assert ((last > 0) & (last < 6)).any()  # some rows were skipped by later steps and are behind
-        results.append(params_of(run))
+        results.append(params_of(program))
     lazy_params, dense_params = results
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), lazy_params, dense_params)
 
 
 def test_lazy_embeddings_only_where_exact(tmp_path, files):
-    assert Run(tiny_cfg(files, optimizer="adam", devices=1), tmp_path / "a").state.sparse is None
-    assert Run(tiny_cfg(files, clip_norm=1.0, devices=1), tmp_path / "b").state.sparse is None
-    assert Run(tiny_cfg(files, weight_decay=1e-4, devices=1), tmp_path / "d").state.sparse is not None  # kernels only
-    assert Run(tiny_cfg(files, devices=1), tmp_path / "c").state.sparse.rule == "adadelta"
+    assert single_program(tiny_cfg(files, optimizer="adam", devices=1)).state.sparse is None
+    assert single_program(tiny_cfg(files, clip_norm=1.0, devices=1)).state.sparse is None
+    assert single_program(tiny_cfg(files, weight_decay=1e-4, devices=1)).state.sparse is not None  # kernels only
+    assert single_program(tiny_cfg(files, devices=1)).state.sparse.rule == "adadelta"
 
 
 def test_one_compilation_per_shape_across_epochs(tmp_path, files):
-    run = Run(tiny_cfg(files, devices=1), tmp_path / "w")
+    program = single_program(tiny_cfg(files, devices=1))
     for epoch in (1, 2, 3):
-        run.train_epoch(epoch, None)
-        run.evaluate("dev")
-        run.evaluate("test")
-    assert run.train_fn._cache_size() == 1
+        program.train_epoch(epoch, [True])
+        program.evaluate("dev")
+        program.evaluate("test")
+    assert program.train_fn._cache_size() == 1
     # dev and test have 40 examples each here, so one eval shape serves both
-    assert run.eval_fn._cache_size() == 1
+    assert program.eval_fn._cache_size() == 1
 
 
 def test_dev_and_test_words_with_vectors_join_the_vocabulary(tmp_path):
-    from jaxcnn.tasks import text
     from tests.train.helpers import write_kim
 
     vectors = tmp_path / "vec.txt"
@@ -199,11 +187,12 @@ def test_dev_and_test_words_with_vectors_join_the_vocabulary(tmp_path):
              "dev_file": str(write_kim(tmp_path / "dev.txt", ["superb film"], [1])),
              "test_file": str(write_kim(tmp_path / "test.txt", ["nothing here", "unseen"], [0, 1]))}
     cfg = tiny_cfg(files, variant="static", embeddings=str(vectors), embed_dim=2)
-    data = text.prepare(cfg)
+    program = single_program(cfg)
+    data, test_rows = program.data, program.members[0].test
     vocab = data.encoder.vocab
     assert vocab.itos[:2] == ["<pad>", "<unk>"] and "superb" in vocab and "unseen" in vocab
     assert "nothing" not in vocab  # no vector: stays <unk>
-    np.testing.assert_array_equal(data.embeddings[vocab.get("unseen")], [5, 6])
-    assert data.splits["test"]["ids"][1].max() == vocab.get("unseen")
-    plain = text.prepare(cfg.replace(extend_vocab=False))
-    assert "superb" not in plain.encoder.vocab and len(plain.embeddings) == len(plain.encoder.vocab)
+    np.testing.assert_array_equal(data.pretrained(cfg.train.seed)[vocab.get("unseen")], [5, 6])
+    assert data.arrays["ids"][test_rows[1]].max() == vocab.get("unseen")
+    plain = single_program(cfg.replace(extend_vocab=False)).data
+    assert "superb" not in plain.encoder.vocab and len(plain.pretrained(cfg.train.seed)) == len(plain.encoder.vocab)

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcnn import predict as predict_lib
 from jaxcnn.models.text_cnn import TextCNN, fold_embeddings
+from jaxcnn.tasks import text as text_task
 
 
 @pytest.mark.parametrize("variant, pooling, hidden", [("rand", "max", ()), ("static", "kmax", ()),
@@ -30,12 +30,13 @@ def test_folded_logits_equal_the_plain_forward(variant, pooling, hidden):
             jax.random.key(0), 6))
 
 
-def test_predictor_skips_the_fold_where_the_table_would_not_fit(monkeypatch):
-    from jaxcnn import configs
+def test_inference_skips_the_fold_where_the_table_would_not_fit(monkeypatch):
+    from jaxcnn import configs, tasks
 
     cfg = configs.tiny()
+    task = tasks.get("text")
     params = {"embed": {"embedding": jnp.zeros((50, 8))},
               "bank": {f"conv_w{w}": {"kernel": jnp.ones((w, 8, cfg.model.maps))} for w in cfg.model.windows}}
-    assert predict_lib.fold_for_inference(cfg, params).shape == (50, sum(cfg.model.windows) * cfg.model.maps)
-    monkeypatch.setattr(predict_lib, "FOLD_LIMIT_BYTES", 100)
-    assert predict_lib.fold_for_inference(cfg, params) is None
+    assert task.inference_aux(cfg, params).shape == (50, sum(cfg.model.windows) * cfg.model.maps)
+    monkeypatch.setattr(text_task, "FOLD_LIMIT_BYTES", 100)
+    assert task.inference_aux(cfg, params) is None

@@ -21,7 +21,9 @@ def test_trimmed_batches_give_the_full_length_outputs(tmp_path, pooling):
     p = Predictor.from_workdir(tmp_path / "w")
     texts = synthetic_sentences(37, seed=5)[0] + ["", "good", "a " * 40]
     trimmed = p.predict_proba(texts, batch_size=8)
-    full = jax.nn.softmax(predict_step(p.state, {"ids": p.encoder.encode(texts).ids}), axis=-1)
+    program = p.program
+    state = jax.tree.map(lambda x: x[0], program.state)
+    full = jax.nn.softmax(predict_step(state, {"ids": program.data.encoder.encode(texts).ids}), axis=-1)
     np.testing.assert_allclose(trimmed, full, atol=1e-6)
     records = p.predict(texts, batch_size=8)
     assert [r["text"] for r in records] == texts  # input order survives the sort by length

@@ -16,9 +16,9 @@ import pathlib
 import numpy as np
 import pytest
 
-from jaxcnn.train.trainer import Run, epoch_indices
-from tests.train.helpers import write_splits
-from tests.train.test_engine import params_of, run_steps, tiny_cfg
+from jaxcnn.train.program import epoch_indices
+from tests.train.helpers import params_of, run_steps, single_program, train_rows, write_splits
+from tests.train.test_engine import tiny_cfg
 
 torch = pytest.importorskip("torch")
 
@@ -58,22 +58,21 @@ def test_training_steps_match_kims_loop_in_pytorch(tmp_path, lazy, max_norm):
     cfg = tiny_cfg(files, windows=windows, maps=maps, dropout=0.0, batch_size=12, devices=1, seed=3,
                    lazy_embeddings=lazy, max_norm=max_norm)
     assert (cfg.optim.optimizer, cfg.optim.rho, cfg.optim.eps) == ("adadelta", 0.95, 1e-6)
-    run = Run(cfg, tmp_path / "w")
-    initial = params_of(run)
-    model = to_torch(ref, initial, run.data.num_classes, windows, maps)
+    program = single_program(cfg)
+    initial = params_of(program)
+    model = to_torch(ref, initial, program.data.num_classes, windows, maps)
     opt = torch.optim.Adadelta(model.parameters(), lr=1.0, rho=0.95, eps=1e-6)
 
-    ids = np.asarray(run.data.splits["train"]["ids"])
-    labels = np.asarray(run.data.splits["train"]["label"])
-    order = epoch_indices(len(labels), 12, run.batch, cfg.train.seed, 1, steps)[0]
+    ids, labels = train_rows(program)
+    order = epoch_indices(len(labels), 12, program.batch, cfg.train.seed, 1, steps)[0]
     for rows in order:
         rows = rows[rows >= 0]
         if len(rows) == 0:
             continue
         ref.train_step(model, opt, torch.from_numpy(ids[rows]).long(), torch.from_numpy(labels[rows]).long(),
                        max_norm=max_norm)
-    run_steps(run, steps)
-    ours = params_of(run)
+    run_steps(program, steps)
+    ours = params_of(program)
 
     def check(a, b, name):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6, err_msg=name)

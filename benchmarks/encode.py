@@ -1,4 +1,4 @@
-"""Encoding speed on MR: `python -m jaxcnn.data.bench [DATA_DIR]` prints a JSON line.
+"""Encoding speed on MR: `python -m benchmarks.encode [DATA_DIR]` (from the repository root) prints a JSON line.
 
 Times `TextEncoder.encode` (Kim tokenizer, vocabulary lookup, padding to 56 + 2 * 4) over all 10,662 MR sentences;
 the target is under one second.

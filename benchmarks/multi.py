@@ -1,17 +1,17 @@
 """Benchmark: K CV folds as one program against K sequential runs of the normal trainer.
 
-The program walks its members as `MemberProgram` does by default (vmapped, or looped on one CPU device: see
-`jaxcnn.train.multi.member_chunk`); `chunk=` forces a way.
+The program walks its members as `Program` does by default (vmapped, or looped on one CPU device: see
+`jaxcnn.train.program.member_chunk`); `chunk=` forces a way.
 
-`benchmark_cv_vmapped(data_dir)` builds MR's 10 folds (CNN-rand, Kim's recipe) as one `MemberProgram` and fold 0
-as a normal `Run` on the same data. Folds differ by at most one example, so every sequential run executes the same
+`benchmark_cv_vmapped(data_dir)` builds MR's 10 folds (CNN-rand, Kim's recipe) as one `Program` and fold 0
+as a program of one member (what `jaxcnn train --fold 0` runs) on the same data. Folds differ by at most one example, so every sequential run executes the same
 steps at the same shapes: K sequential runs cost K times one run's steps. After both have compiled, it times one
 block of `steps` steps of the program (all K members) against K blocks of the single run, interleaved `repeats`
 times; the ratio is the median of the paired ratios (the machine is shared: absolute times drift, paired ratios
 hold). ratio > 1 means the one program trains more examples per second than the sequential runs.
 
 It also reports the compile time of each (a sequential CV compiles K times, the program once) and XLA's memory
-analysis of one compiled block for 1 and K members. `scripts/benchmark.py` / `jaxcnn bench` run it as "multi".
+analysis of one compiled block for 1 and K members. `python scripts/benchmark.py` runs it as "multi".
 
 `benchmark_cv_processes(data_dir)` is the end-to-end view ("multi_processes"): `jaxcnn cv` as one process against
 K `jaxcnn train --fold k` processes, start-up, compile, evaluation and checkpoints included.
@@ -32,12 +32,10 @@ from typing import Any
 
 import jax
 
-from jaxcnn import configs
-from jaxcnn.experiments.pool import build_pool, load_source
+from jaxcnn import configs, tasks
 from jaxcnn.experiments.programs import protocol_members
-from jaxcnn.train import parallel
-from jaxcnn.train.multi import MemberProgram, put
-from jaxcnn.train.trainer import Run, epoch_indices
+from jaxcnn.train.parallel import put
+from jaxcnn.train.program import Program
 
 
 def _memory(compiled) -> dict[str, int]:
@@ -56,7 +54,7 @@ def benchmark_cv_vmapped(data_dir: str | os.PathLike, *, dataset: str = "mr", va
                          folds: int = 10, steps: int = 20, repeats: int = 5, devices: int = 1,
                          memory_of_one: bool = True, chunk: int | None | str = "auto", **overrides: Any
                          ) -> dict[str, Any]:
-    """Paired timing of `folds` CV folds as one program vs as sequential `Run`s (see the module docstring).
+    """Paired timing of `folds` CV folds as one program vs as sequential runs (see the module docstring).
 
     Args:
       memory_of_one: also compile a 1-member program, for the memory of one member (`memory["1"]`).
@@ -71,39 +69,33 @@ def benchmark_cv_vmapped(data_dir: str | os.PathLike, *, dataset: str = "mr", va
     cfg = configs.kim2014(dataset, variant).replace(data_dir=str(data_dir), folds=folds, devices=devices,
                                                     steps_per_dispatch=steps, progress=False, tensorboard=False,
                                                     plots=False, **overrides)
-    source = load_source(cfg)
-    members = protocol_members(cfg, source, [cfg.train.seed])
+    task = tasks.get("text")
+    examples = task.load(cfg)
+    members = protocol_members(cfg, examples, [cfg.train.seed])
     k = len(members)
-    pool = build_pool(cfg, source, [m.train for m in members], [m.seed for m in members])
-    program = MemberProgram(cfg, members, pool.data, tables=pool.tables, chunk=chunk)
-    first = members[0]
-    # The sequential Run needs a workdir but writes nothing worth keeping: removed at the end (by the
-    # finalizer if timing fails).
-    workdir = tempfile.TemporaryDirectory(prefix="jaxcnn-bench-")
-    run = Run(first.config(cfg), pathlib.Path(workdir.name),
-              data=pool.member_data(first.train, first.dev, first.test, first.seed))
+    data = task.prepare(cfg, examples, [m.rows() for m in members], [m.seed for m in members])
+    program = Program(cfg, task, data, members, chunk=chunk)
+    # A sequential run: the first fold as a program of its own, on the same data.
+    run = Program(cfg, task, data, members[:1], chunk=chunk)
     vm_block = put(program.epoch_blocks(1, [True] * k)[0], program.index_sharding)
-    seq_block = parallel.replicate(epoch_indices(len(first.train), cfg.train.batch_size, run.batch, first.seed, 1,
-                                                 steps)[0], run.mesh)
+    seq_block = put(run.epoch_blocks(1, [True])[0], run.index_sharding)
     # Compiled ahead of time: the compile is timed alone, and the same executables are timed and measured.
     start = time.perf_counter()
     vm_exe = program.train_fn.lower(program.state, {}, vm_block, program.ctx).compile()
     compile_vm = time.perf_counter() - start
     start = time.perf_counter()
-    seq_exe = run.train_fn.lower(run.state, run.device_data["train"], seq_block, run.rng).compile()
+    seq_exe = run.train_fn.lower(run.state, {}, seq_block, run.ctx).compile()
     compile_seq = time.perf_counter() - start
     memory = {"K": _memory(vm_exe)}
     if memory_of_one:
-        one = MemberProgram(cfg, members[:1], pool.data, tables=pool.tables, chunk=chunk)
-        memory["1"] = _memory(one.train_fn.lower(one.state, {}, put(one.epoch_blocks(1, [True])[0],
-                                                                    one.index_sharding), one.ctx).compile())
+        memory["1"] = _memory(seq_exe)
 
     def vmapped():
         program.state, sums, _ = vm_exe(program.state, {}, vm_block, program.ctx)
         return sums
 
     def one_run():
-        run.state, sums, _ = seq_exe(run.state, run.device_data["train"], seq_block, run.rng)
+        run.state, sums, _ = seq_exe(run.state, {}, seq_block, run.ctx)
         return sums
 
     _timed(vmapped), _timed(one_run)  # warm-up: first-touch allocations
@@ -112,7 +104,6 @@ def benchmark_cv_vmapped(data_dir: str | os.PathLike, *, dataset: str = "mr", va
         t_vm = _timed(vmapped)
         t_seq = sum(_timed(one_run) for _ in range(k))
         pairs.append((t_vm, t_seq))
-    workdir.cleanup()
     examples = k * steps * cfg.train.batch_size
     return {"dataset": dataset, "variant": variant, "folds": k, "steps_per_block": steps, "repeats": repeats,
             "devices": devices, "platform": jax.devices()[0].platform, "chunk": program.chunk,
@@ -142,7 +133,7 @@ def benchmark_cv_processes(data_dir: str | os.PathLike, *, dataset: str = "mr", 
        side's own count of time inside its epochs' training blocks), "wall_seconds": {"program", "sequential"},
        "per_run_seconds": [...], "test_accuracy": {"program": [...], "sequential": [...]} per fold, ...}.
       The folds' models are not identical: the program fits one vocabulary on all its members' training rows
-      (Kim's, `jaxcnn.experiments.pool`), a lone run on its own, so the random tables differ; the work per step
+      (Kim's, `jaxcnn.tasks.TextTask.prepare`), a lone run on its own, so the random tables differ; the work per step
       is the same up to the program's slightly larger table.
     """
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
@@ -153,9 +144,10 @@ def benchmark_cv_processes(data_dir: str | os.PathLike, *, dataset: str = "mr", 
         program_wall = _cli(["cv", *common, "--seeds", "1", "--workdir", str(root / "cv")], env)
         per_run = [_cli(["train", *common, "--fold", str(k), "--workdir", str(root / f"fold{k}")], env)
                    for k in range(folds)]
-        members = json.loads((root / "cv" / "members.json").read_text())
+        program = json.loads((root / "cv" / "summary.json").read_text())
+        members = program["members"]
         runs = [json.loads((root / f"fold{k}" / "summary.json").read_text()) for k in range(folds)]
-    program_train = sum(m["train_examples"] for m in members) * epochs / members[0]["program_examples_per_second"]
+    program_train = program["train_seconds"]
     sequential_train = sum(r["train_examples"] * epochs / r["train_examples_per_second"] for r in runs)
     return {"dataset": dataset, "variant": variant, "folds": folds, "epochs": epochs,
             "ratio": sum(per_run) / program_wall, "train_ratio": sequential_train / program_train,

@@ -1,5 +1,8 @@
 """Benchmarks: `python scripts/benchmark.py` (or `jaxcnn bench`) prints a markdown table and writes JSON.
 
+They live beside the package, not in it (the package is the library only), and time jaxcnn's own code paths:
+the training block of a one-member program (`jaxcnn train`) and the predictor's inference step.
+
 Kim's configuration on MR (300-d random embeddings, windows 3/4/5 x 100, batch 50, Adadelta, dropout, max-norm),
 timed after compilation with the device synchronised; every figure is the median of several repeats. Where two
 implementations are compared (jaxcnn vs eager PyTorch, conv-bank forms, lazy vs dense embedding updates) they run
@@ -12,7 +15,6 @@ work) and compared with the machine's float32 matmul rate measured in the same r
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import pathlib
@@ -27,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-TORCH_SCRIPT = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "torch_kim.py"
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TORCH_SCRIPT = REPO.parent / "shared" / "bench" / "torch_kim.py"
 
 
 def _median_time(fn: Callable[[], Any], repeats: int) -> float:
@@ -56,56 +59,55 @@ def kim_flops_per_example(length: int, dim: int = 300, windows=(3, 4, 5), maps: 
     return (3 if train else 1) * (conv + head)
 
 
-def _kim_run(data_dir: str | None, **overrides):
-    from jaxcnn import configs
-    from jaxcnn.tasks import text
-    from jaxcnn.train.trainer import Run
+def _kim_program(data_dir: str | None, **overrides):
+    """(cfg, task, data, program) of Kim's CNN-rand on MR fold 0: what `jaxcnn train --dataset mr` trains."""
+    from jaxcnn import configs, tasks
+    from jaxcnn.train.program import Program
+    from jaxcnn.train.trainer import member_for
 
     cfg = configs.kim2014("mr", "rand").replace(data_dir=data_dir, devices=1, progress=False, tensorboard=False,
                                                 plots=False, **overrides)
-    data = text.prepare(cfg)
-    return cfg, data, functools.partial(Run, workdir=pathlib.Path("/nonexistent"), data=data)
+    task = tasks.get("text")
+    examples = task.load(cfg)
+    member = member_for(cfg, examples)
+    data = task.prepare(cfg, examples, [member.rows()], [member.seed])
+    return cfg, task, data, Program(cfg, task, data, [member])
 
 
 class KimBench:
-    """Kim's CNN-rand on MR, ready to time: a Run, a block of training steps and an inference batch."""
+    """Kim's CNN-rand on MR, ready to time: a one-member program's block of training steps, and the predictor's
+    inference step on a batch of training sentences."""
 
     def __init__(self, data_dir: str | None, steps: int = 50, infer_batch: int = 1000, fold: bool = True,
                  **overrides):
-        from jaxcnn.train import parallel
-        from jaxcnn.train.steps import predict_step
-        from jaxcnn.train.trainer import epoch_indices
+        from jaxcnn.predict import SavedProgram
+        from jaxcnn.train.parallel import put
 
-        self.cfg, self.data, make = _kim_run(data_dir, steps_per_dispatch=steps, **overrides)
-        self.run = make(self.cfg)
+        self.cfg, task, self.data, self.program = _kim_program(data_dir, steps_per_dispatch=steps, **overrides)
         self.steps = steps
-        n = len(self.data.splits["train"]["label"])
-        self.block = parallel.replicate(epoch_indices(n, 50, self.run.batch, 0, 1, steps)[0], self.run.mesh)
+        p = self.program
+        self.block = put(p.epoch_blocks(1, [True])[0], p.index_sharding)
         self.length = self.data.encoder.length
-        ids = self.data.splits["train"]["ids"][:infer_batch]
+        ids = self.data.arrays["ids"][p.members[0].train[:infer_batch]]
         self.infer_batch = {"ids": jnp.asarray(ids)}
         self.infer_n = len(ids)
-        self._predict = jax.jit(predict_step)
-        self.folded, self.fold_seconds = None, None
-        if fold:
-            from jaxcnn.predict import fold_for_inference
-
-            # As `jaxcnn predict` and `evaluate` run: the embedding folded into the conv taps once per model.
-            start = time.perf_counter()
-            self.folded = jax.block_until_ready(fold_for_inference(self.cfg, self.run.state.params))
-            self.fold_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        # As `jaxcnn predict` and `evaluate` run: the embedding folded into the conv taps once per model.
+        self.saved = SavedProgram(task, self.cfg, self.data, p.state, [m.describe() for m in p.members], 0,
+                                  use_aux=fold)
+        jax.block_until_ready(self.saved.aux)
+        self.fold_seconds = time.perf_counter() - start if fold else None
         start = time.perf_counter()
         self.train_block()
         self.compile_seconds = time.perf_counter() - start
         self.infer()
 
     def train_block(self):
-        r = self.run
-        r.state, sums, _ = r.train_fn(r.state, r.device_data["train"], self.block, r.rng)
+        sums, _ = self.program.train_block(self.block)
         return sums
 
     def infer(self):
-        return self._predict(self.run.state, self.infer_batch, self.folded)
+        return self.saved.infer(self.infer_batch)
 
     def train_rate(self, repeats: int) -> float:
         return self.steps * 50 / _median_time(self.train_block, repeats)
@@ -180,27 +182,24 @@ def bench_roofline(data_dir: str, repeats: int = 5) -> dict[str, Any]:
 def bench_host(data_dir: str, epochs: int = 3) -> dict[str, Any]:
     """Host work per training step (building an epoch's index blocks and sending them) beside the step time, and
     the number of compilations of the train and eval functions after `epochs` epochs of the real loop."""
-    from jaxcnn.train import parallel
-    from jaxcnn.train.trainer import epoch_indices
+    from jaxcnn.train.parallel import put
 
-    cfg, data, make = _kim_run(data_dir)
-    run = make(cfg)
-    n = len(data.splits["train"]["label"])
+    cfg, _, _, program = _kim_program(data_dir)
     for epoch in range(1, epochs + 1):
-        run.train_epoch(epoch, None)
-        run.evaluate("dev")
-        run.evaluate("test")
-    step_seconds = 0.0
+        program.train_epoch(epoch, [True])
+        program.evaluate("dev")
+        program.evaluate("test")
 
     def host_epoch():
-        for block in epoch_indices(n, 50, run.batch, 0, epochs + 1, cfg.train.steps_per_dispatch):
-            parallel.replicate(block, run.mesh).block_until_ready()
+        for block in program.epoch_blocks(epochs + 1, [True]):
+            put(block, program.index_sharding).block_until_ready()
 
-    host_seconds = _median_time(lambda: host_epoch() or 0, 5) / run.steps_per_epoch
-    step_seconds = _median_time(lambda: run.train_epoch(epochs + 1, None)["loss"], 3) / run.steps_per_epoch
+    host_seconds = _median_time(lambda: host_epoch() or 0, 5) / program.steps_per_epoch
+    step_seconds = _median_time(lambda: program.train_epoch(epochs + 1, [True])[0]["loss_sum"],
+                                3) / program.steps_per_epoch
     return {"host_ms_per_step": 1000 * host_seconds, "step_ms": 1000 * step_seconds,
             "host_fraction": host_seconds / step_seconds, "epochs": epochs,
-            "train_compilations": run.train_fn._cache_size(), "eval_compilations": run.eval_fn._cache_size()}
+            "train_compilations": program.train_fn._cache_size(), "eval_compilations": program.eval_fn._cache_size()}
 
 
 def bench_conv_bank(length: int = 64, batch: int = 50, dim: int = 300, steps: int = 10, repeats: int = 5,
@@ -303,8 +302,9 @@ def bench_peak_memory(data_dir: str) -> dict[str, Any]:
     code = ("import sys, tempfile; from jaxcnn.cli import main; "
             "d = tempfile.mkdtemp(); main(['-q', 'train', '--dataset', 'mr', '--data-dir', sys.argv[1], "
             "'--workdir', d, '--epochs', '1', '--devices', '1', '--no-progress', '--no-plots']); "
-            "from jaxcnn.bench import peak_rss_kb; print(peak_rss_kb())")
+            "from benchmarks.suite import peak_rss_kb; print(peak_rss_kb())")
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     out = subprocess.run([sys.executable, "-c", code, data_dir], capture_output=True, text=True, check=True,
                          env=env, timeout=1800)
     kb = int(out.stdout.strip().splitlines()[-1])
@@ -312,8 +312,8 @@ def bench_peak_memory(data_dir: str) -> dict[str, Any]:
 
 
 def bench_multi(data_dir: str) -> dict[str, Any]:
-    """MR's 10 CV folds as one program against ten sequential runs (`jaxcnn.bench_multi`), paired blocks."""
-    from jaxcnn.bench_multi import benchmark_cv_vmapped
+    """MR's 10 CV folds as one program against ten sequential runs (`benchmarks.multi`), paired blocks."""
+    from benchmarks.multi import benchmark_cv_vmapped
 
     r = benchmark_cv_vmapped(data_dir, repeats=5)
     mb = {k: round(sum(v.get(f, 0) for f in ("argument_size_in_bytes", "temp_size_in_bytes")) / 2 ** 20)
@@ -327,7 +327,7 @@ def bench_multi(data_dir: str) -> dict[str, Any]:
 
 def bench_multi_processes(data_dir: str) -> dict[str, Any]:
     """`jaxcnn cv` on MR's 10 folds against ten `jaxcnn train --fold k` processes, end to end, 2 epochs."""
-    from jaxcnn.bench_multi import benchmark_cv_processes
+    from benchmarks.multi import benchmark_cv_processes
 
     r = benchmark_cv_processes(data_dir, epochs=2)
     return {"members": r["folds"], "epochs": r["epochs"], "ratio": r["ratio"], "train_ratio": r["train_ratio"],
@@ -338,7 +338,7 @@ def bench_multi_processes(data_dir: str) -> dict[str, Any]:
 
 
 def bench_encode(data_dir: str) -> dict[str, Any]:
-    from jaxcnn.data.bench import benchmark_encode
+    from benchmarks.encode import benchmark_encode
 
     return benchmark_encode(data_dir)
 
@@ -391,3 +391,27 @@ def run_benchmarks(names: list[str], data_dir: str, out: pathlib.Path | None = N
         out.with_suffix(".md").write_text(markdown(results) + "\n")
     return results
 
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python scripts/benchmark.py [--data-dir D] [--only a,b] [--out PREFIX]`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="scripts/benchmark.py",
+                                     description="speed and memory benchmarks (Kim CNN on MR); JSON + markdown")
+    parser.add_argument("--data-dir", default=None, help="data folder (default: JAXCNN_DATA_DIR)")
+    parser.add_argument("--only", default=None,
+                        help=f"comma-separated benchmark names (default: all of {', '.join(BENCHMARKS)})")
+    parser.add_argument("--out", default=None, help="write OUT.json and OUT.md")
+    ns = parser.parse_args(argv)
+    names = list(BENCHMARKS) if ns.only is None else [n.strip() for n in ns.only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"--only: unknown benchmark {unknown[0]!r} (choices: {', '.join(BENCHMARKS)})")
+    data_dir = ns.data_dir or os.environ.get("JAXCNN_DATA_DIR")
+    if not data_dir:
+        parser.error("--data-dir: the benchmarks read MR from a local data folder; give --data-dir or set "
+                     "JAXCNN_DATA_DIR")
+    results = run_benchmarks(names, data_dir, pathlib.Path(ns.out) if ns.out else None)
+    print(markdown(results))
+    return 0

@@ -2,8 +2,9 @@
 
 Two halves, used together by `scripts/kill_resume.py` and `tests/reliability/`:
 
-- In the process under test: `python -m jaxcnn.reliability train ...` is `jaxcnn train ...` with one fault armed
-  by the environment variable `JAXCNN_FAULT` (the plain `jaxcnn` command never reads it):
+- In the process under test: `python -m tools.faults train ...` (from the repository root) is `jaxcnn train ...`
+  with one fault armed by the environment variable `JAXCNN_FAULT` (the plain `jaxcnn` command never reads it),
+  through the engine's public hooks (`FaultCallback`, a `jaxcnn.train.trainer.Callback`):
 
       step:N        SIGKILL right after dispatching the training block that starts at optimizer step >= N
       eval:E:SPLIT  SIGKILL inside the evaluation of SPLIT (dev or test) in epoch E, its computation in flight
@@ -35,6 +36,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from jaxcnn.train.trainer import Callback
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 FAULT_ENV = "JAXCNN_FAULT"
 FAULT_KINDS = ("step", "eval", "save", "metrics", "nan")
 # Fields that measure time, not results: they differ between any two runs.
@@ -87,79 +91,57 @@ def _die(what: str) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def install(fault: Fault) -> None:
-    """Arms `fault` in this process by wrapping the trainer's jitted functions, `CheckpointManager.save` or
-    `MetricWriter.write`; nothing else changes."""
-    from jaxcnn.train import checkpoint, trainer, writers
+class FaultCallback(Callback):
+    """Arms one `Fault` in a training run through the engine's hooks; it fires once per process."""
 
-    if fault.kind in ("step", "nan", "eval"):
-        _hook_run(trainer.Run, fault)
-    elif fault.kind == "save":
-        original_save = checkpoint.CheckpointManager.save
+    def __init__(self, fault: Fault):
+        self.fault = fault
+        self.armed = True
+        self._kill_after_dispatch: int | None = None
 
-        def save(self, step, *args, **kwargs):
-            original_save(self, step, *args, **kwargs)
-            if step == fault.at:
-                tmp = [p.name for p in self.directory.iterdir()
-                       if p.name.startswith(f"{step}{checkpoint.TMP_SUFFIX}")]
-                _die(f"during the save of step {step} ({'writing ' + tmp[0] if tmp else 'already finished'})")
+    def on_block_start(self, run) -> None:
+        import jax
+        import jax.numpy as jnp
 
-        checkpoint.CheckpointManager.save = save
-    else:
-        original_write = writers.MetricWriter.write
+        if self.fault.kind not in ("step", "nan") or not self.armed:
+            return
+        program = run.program
+        step = int(jax.device_get(program.state.step)[0])  # read before the block: it donates the state
+        if step < self.fault.at:
+            return
+        self.armed = False
+        if self.fault.kind == "nan":
+            program.state = program.state.replace(params=jax.tree.map(lambda p: p * jnp.nan, program.state.params))
+        else:
+            self._kill_after_dispatch = step
 
-        def write(self, record):
-            if record.get("epoch") == fault.at:
-                line = writers.record_line(record)
-                self._file.write(line[: len(line) // 2])
-                self._file.flush()
-                os.fsync(self._file.fileno())
-                _die(f"halfway through the metrics line of epoch {fault.at}")
-            original_write(self, record)
+    def on_block_dispatched(self, run) -> None:
+        if self._kill_after_dispatch is not None:
+            _die(f"after dispatching the block of steps from {self._kill_after_dispatch}")
 
-        writers.MetricWriter.write = write
+    def on_evaluate_dispatched(self, run, split: str, epoch: int) -> None:
+        if self.fault.kind == "eval" and split == self.fault.split and epoch == self.fault.at:
+            _die(f"inside the {split} evaluation of epoch {epoch}")
 
+    def on_metrics(self, run, record: dict[str, Any]) -> None:
+        from jaxcnn.train.writers import METRICS_NAME, record_line
 
-def _hook_run(run_cls: type, fault: Fault) -> None:
-    import jax
-    import jax.numpy as jnp
+        if self.fault.kind == "metrics" and record.get("epoch") == self.fault.at:
+            line = record_line(record)
+            with open(run.workdir / METRICS_NAME, "a", encoding="utf-8") as f:
+                f.write(line[: len(line) // 2])
+                f.flush()
+                os.fsync(f.fileno())
+            _die(f"halfway through the metrics line of epoch {self.fault.at}")
 
-    original_init, original_evaluate = run_cls.__init__, run_cls.evaluate
-    armed = True  # each fault fires once per process
+    def on_checkpoint_started(self, run, epoch: int) -> None:
+        from jaxcnn.train.checkpoint import TMP_SUFFIX
+        from jaxcnn.train.trainer import CHECKPOINTS
 
-    def init(self, *args, **kwargs):
-        original_init(self, *args, **kwargs)
-        train_fn, eval_fn = self.train_fn, self.eval_fn
-        self.fault_split = None
-
-        def hooked_train(state, data, block, rng):
-            nonlocal armed
-            if fault.kind == "eval" or not armed:
-                return train_fn(state, data, block, rng)
-            step = int(jax.device_get(state.step))  # read before the call: it donates `state`
-            if step < fault.at:
-                return train_fn(state, data, block, rng)
-            armed = False
-            if fault.kind == "nan":
-                return train_fn(state.replace(params=jax.tree.map(lambda p: p * jnp.nan, state.params)), data,
-                                block, rng)
-            out = train_fn(state, data, block, rng)
-            _die(f"after dispatching the block of steps from {step}")
-            return out
-
-        def hooked_eval(state, data, idx):
-            out = eval_fn(state, data, idx)
-            if self.fault_split == fault.split and self.progress.epoch + 1 == fault.at:
-                _die(f"inside the {fault.split} evaluation of epoch {fault.at}")
-            return out
-
-        self.train_fn, self.eval_fn = hooked_train, hooked_eval
-
-    def evaluate(self, split):
-        self.fault_split = split
-        return original_evaluate(self, split)
-
-    run_cls.__init__, run_cls.evaluate = init, evaluate
+        if self.fault.kind == "save" and epoch == self.fault.at:
+            directory = run.workdir / CHECKPOINTS
+            tmp = [p.name for p in directory.iterdir() if p.name.startswith(f"{epoch}{TMP_SUFFIX}")]
+            _die(f"during the save of step {epoch} ({'writing ' + tmp[0] if tmp else 'already finished'})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -167,16 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jaxcnn import cli
 
     spec = os.environ.get(FAULT_ENV)
-    if spec:
-        train = cli.COMMANDS["train"]
-
-        def armed_train(ns):
-            # Armed inside the command, so that everything before it (logging set-up, flags) is as in `jaxcnn`.
-            install(parse_fault(spec))
-            return train(ns)
-
-        cli.COMMANDS["train"] = armed_train
-    return cli.main(argv)
+    return cli.main(argv, callbacks=[FaultCallback(parse_fault(spec))] if spec else [])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -307,6 +280,8 @@ def subprocess_env(cache_dir: str | os.PathLike | None = None, **extra: str) -> 
     (it halves their start-up) and `extra`."""
     env = dict(os.environ)
     env.pop(FAULT_ENV, None)
+    # `python -m tools.faults` runs from any folder.
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     if cache_dir is not None:
         env.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
@@ -315,12 +290,13 @@ def subprocess_env(cache_dir: str | os.PathLike | None = None, **extra: str) -> 
 
 
 def jaxcnn_command(args: Sequence[str], *, faults: bool = False, max_file_bytes: int | None = None) -> list[str]:
-    """The `jaxcnn` command line as a Python subprocess (`python -m jaxcnn.reliability` when faults may be armed).
+    """The `jaxcnn` command line as a Python subprocess (`python -m tools.faults` when faults may be armed; the
+    environment of `subprocess_env` finds it).
 
     `max_file_bytes` runs it under RLIMIT_FSIZE: writing a file past that size fails with EFBIG (Python ignores
     SIGXFSZ), as a write to a full disk fails with ENOSPC.
     """
-    cmd = [sys.executable, "-m", "jaxcnn.reliability" if faults else "jaxcnn.cli", *args]
+    cmd = [sys.executable, "-m", "tools.faults" if faults else "jaxcnn.cli", *args]
     if max_file_bytes is None:
         return cmd
     # Set in a small parent that then execs the command: a preexec_fn would run Python code in a forked child of
@@ -526,9 +502,9 @@ def _compare_states(reference: pathlib.Path, other: pathlib.Path) -> list[str]:
     import jax
     import numpy as np
 
-    from jaxcnn.predict import Predictor
+    from jaxcnn.predict import load_program
 
-    states = [Predictor.from_workdir(w, checkpoint="latest").state for w in (reference, other)]
+    states = [load_program(w, checkpoint="latest").state for w in (reference, other)]
     problems = []
     for part in ("step", "params", "opt_state"):
         a, b = (jax.device_get(getattr(s, part)) for s in states)
