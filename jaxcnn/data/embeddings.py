@@ -106,7 +106,7 @@ def load_word_vectors(path: str | os.PathLike, vocab: Vocabulary, *, fmt: Format
       (<float32>[len(vocab), D] matrix, VectorReport).
     """
     if fmt not in _FORMATS:
-        raise ConfigError(f"--vectors-format: unknown format {fmt!r}; choose one of {', '.join(_FORMATS)}")
+        raise ConfigError(f"--embeddings-format: unknown format {fmt!r}; choose one of {', '.join(_FORMATS)}")
     if unknown_init not in ("uniform", "match"):
         raise ConfigError(f"--unknown-init: must be 'uniform' or 'match', got {unknown_init!r}")
     path = pathlib.Path(path)
@@ -232,7 +232,7 @@ def _readline(f: IO[bytes], path: pathlib.Path, line_no: int) -> bytes:
     line = f.readline(MAX_LINE_BYTES + 1)
     if len(line) > MAX_LINE_BYTES:
         raise DataError(f"line longer than {MAX_LINE_BYTES} bytes: not a word-vector text file (a binary file needs "
-                        "fmt='word2vec_bin')", path=path, line=line_no)
+                        "--embeddings-format word2vec_bin)", path=path, line=line_no)
     return line
 
 
@@ -307,7 +307,7 @@ def _decode(line: bytes, path: pathlib.Path, line_no: int) -> str:
     try:
         return line.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DataError("not UTF-8 text: for word2vec binary files use fmt='word2vec_bin'", path=path,
+        raise DataError("not UTF-8 text: for word2vec binary files use --embeddings-format word2vec_bin", path=path,
                         line=line_no) from e
 
 

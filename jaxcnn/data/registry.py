@@ -466,7 +466,7 @@ def load_splits(name: str, data_dir: str | os.PathLike | None = None, *, phrases
         local = _LOCAL[spec.name](folder, spec, phrases=phrases, fine_labels=fine_labels)
         if local is not None:
             return local
-    where = folder or "a data folder (pass data_dir= or set JAXCNN_DATA_DIR)"
+    where = folder or "a data folder (give --data-dir or set JAXCNN_DATA_DIR)"
     kim_files = " and ".join(rel for _, rel in spec.local_files)
     if phrases:
         raise DataError(f"{spec.name}: phrases=True needs the SST trees; put sst-trees/train.txt (and {kim_files}) "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -25,7 +25,7 @@ from jaxcnn.data import images as images_lib
 from jaxcnn.errors import ConfigError, DataError
 from jaxcnn.models.image_cnn import IMAGE_MODELS
 from jaxcnn.tasks.api import Examples, Forward, PyTree
-from jaxcnn.tasks.text import linen_forward
+from jaxcnn.tasks.base import BuiltinOrOwnModel, linen_forward
 
 DEFAULT_MODEL = "lenet5"
 SPLITS = ("train", "dev", "test")
@@ -71,18 +71,12 @@ class ImageData:
         return {"task": "image", "model": self.model, "augment": self.augment, "image_shape": list(self.image_shape)}
 
 
-class ImageTask:
+class ImageTask(BuiltinOrOwnModel):
     """Image classification (see the module docstring); `ImageTask(model=factory)` trains `factory(cfg, data)`,
     a Linen module called as `module(images, *, train)` with dropout from the "dropout" rng stream."""
 
     input_name = "file"
-
-    def __init__(self, model: Callable[[Config, ImageData], nn.Module] | None = None, name: str | None = None):
-        self._model = model
-        self.name = name or ("image" if model is None else "image-custom")
-
-    def __repr__(self) -> str:
-        return f"ImageTask(name={self.name!r})"
+    default_name = "image"
 
     # -- data ----------------------------------------------------------------------------------------------------
     def load(self, cfg: Config) -> Examples:
@@ -120,11 +114,8 @@ class ImageTask:
 
     # -- model ---------------------------------------------------------------------------------------------------
     def model(self, cfg: Config, data: ImageData, dropout: Any = None) -> nn.Module:
-        if self._model is not None:
-            if dropout is not None:
-                raise ConfigError(f"--dropout: task {self.name!r} uses its own model, whose dropout rate cannot "
-                                  f"vary inside one program; run each rate as its own program")
-            return self._model(cfg, data)
+        if self.own_model:
+            return self.factory_model(cfg, data, dropout)
         m = cfg.model
         rate = m.dropout if dropout is None else dropout
         name = model_name(cfg)
@@ -138,7 +129,7 @@ class ImageTask:
 
     def forward(self, cfg: Config, data: ImageData, *, dropout: Any = None) -> Forward:
         model = self.model(cfg, data, dropout)
-        if self._model is not None:
+        if self.own_model:
             return linen_forward(model, "image")
         return image_forward(model, augment.parse_augment(cfg.data.augment))
 

@@ -10,7 +10,7 @@ and draws dropout from the "dropout" rng stream (`nn.Dropout`). See examples/cus
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -24,6 +24,7 @@ from jaxcnn.data.readers import shorten
 from jaxcnn.errors import ConfigError
 from jaxcnn.models.text_cnn import TextCNN, fold_embeddings, folded_size, trainable_mask
 from jaxcnn.tasks.api import Examples, Forward, PyTree
+from jaxcnn.tasks.base import BuiltinOrOwnModel, linen_forward
 
 SPLITS = ("train", "dev", "test")
 LENGTH_BUCKET = 8
@@ -75,7 +76,7 @@ class TextData:
                 "vectors": None if self.vectors_report is None else str(self.vectors_report)}
 
 
-class TextTask:
+class TextTask(BuiltinOrOwnModel):
     """Text classification (see the module docstring).
 
     Attributes:
@@ -85,13 +86,7 @@ class TextTask:
     """
 
     input_name = "text"
-
-    def __init__(self, model: Callable[[Config, TextData], nn.Module] | None = None, name: str | None = None):
-        self._model = model
-        self.name = name or ("text" if model is None else "text-custom")
-
-    def __repr__(self) -> str:
-        return f"TextTask(name={self.name!r})"
+    default_name = "text"
 
     # -- data ----------------------------------------------------------------------------------------------------
     def load(self, cfg: Config) -> Examples:
@@ -186,11 +181,8 @@ class TextTask:
     # -- model ---------------------------------------------------------------------------------------------------
     def model(self, cfg: Config, data: TextData, dropout: Any = None) -> nn.Module:
         """The Linen module: Kim's `TextCNN` built from the config, or the factory's."""
-        if self._model is not None:
-            if dropout is not None:
-                raise ConfigError(f"--dropout: task {self.name!r} uses its own model, whose dropout rate cannot "
-                                  f"vary inside one program; run each rate as its own program")
-            return self._model(cfg, data)
+        if self.own_model:
+            return self.factory_model(cfg, data, dropout)
         m = cfg.model
         return TextCNN(vocab_size=len(data.encoder.vocab), num_classes=data.num_classes, variant=m.variant,
                        embed_dim=data.embed_dim or m.embed_dim, windows=tuple(m.windows), maps=m.maps,
@@ -213,19 +205,19 @@ class TextTask:
 
     def forward(self, cfg: Config, data: TextData, *, dropout: Any = None) -> Forward:
         model = self.model(cfg, data, dropout)
-        return kim_forward(model) if self._model is None else linen_forward(model, "ids")
+        return linen_forward(model, "ids") if self.own_model else kim_forward(model)
 
     def trainable(self, cfg: Config, params: PyTree) -> PyTree:
         return trainable_mask(params)
 
     def embedding_tables(self, cfg: Config, params: PyTree) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        if self._model is not None:  # another model may use a table otherwise than by `take` of batch["ids"]
+        if self.own_model:  # another model may use a table otherwise than by `take` of batch["ids"]
             return (), ()
         return tuple(n for n in ("embed",) if n in params), tuple(n for n in ("embed_static",) if n in params)
 
     def inference_aux(self, cfg: Config, params: PyTree) -> jax.Array | None:
         """Kim's CNN: the embedding folded into the conv taps (`fold_embeddings`), where the table fits."""
-        if self._model is not None:
+        if self.own_model:
             return None
         m = cfg.model
         vocab = next(params[k]["embedding"].shape[-2] for k in ("embed", "embed_static") if k in params)
@@ -240,7 +232,7 @@ class TextTask:
     def batches(self, cfg: Config, data: TextData, inputs: Sequence[str], batch_size: int
                 ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
         enc = data.encoder.encode(list(inputs))
-        trim = self._model is None
+        trim = not self.own_model
         order = np.argsort(enc.lengths, kind="stable") if trim else np.arange(len(enc.ids))
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
@@ -276,16 +268,3 @@ def kim_forward(model: TextCNN) -> Forward:
         return model.apply(variables, batch["ids"], train=train, dropout_keys=keys, mutable=mutable, folded=aux)
 
     return forward
-
-
-def linen_forward(model: nn.Module, input_name: str) -> Forward:
-    """A Linen module called the usual way, `model.apply(variables, batch[input_name], train=..., rngs={"dropout":
-    step key})`, as the engine calls a forward."""
-
-    def forward(variables, batch, *, train, rng, mutable, aux=None):
-        del aux
-        rngs = {"dropout": rng} if train else None
-        return model.apply(variables, batch[input_name], train=train, rngs=rngs, mutable=mutable)
-
-    return forward
-

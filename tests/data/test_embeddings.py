@@ -171,7 +171,7 @@ def test_truncated_gzip(tmp_path):
 def test_bad_arguments(tmp_path):
     with pytest.raises(DataError, match="nope.bin: vector file not found"):
         load_word_vectors(tmp_path / "nope.bin", VOCAB)
-    with pytest.raises(ConfigError, match="--vectors-format"):
+    with pytest.raises(ConfigError, match="--embeddings-format"):
         load_word_vectors(tmp_path / "nope.bin", VOCAB, fmt="bin")
 
 
