@@ -395,10 +395,10 @@ def run_benchmarks(names: list[str], data_dir: str, out: pathlib.Path | None = N
 
 def main(argv: list[str] | None = None) -> int:
     """`python scripts/benchmark.py [--data-dir D] [--only a,b] [--out PREFIX]`."""
-    import argparse
+    from jaxcnn.cli import ArgumentParser  # usage errors as one line, exit status 2
 
-    parser = argparse.ArgumentParser(prog="scripts/benchmark.py",
-                                     description="speed and memory benchmarks (Kim CNN on MR); JSON + markdown")
+    parser = ArgumentParser(prog="scripts/benchmark.py",
+                            description="speed and memory benchmarks (Kim CNN on MR); JSON + markdown")
     parser.add_argument("--data-dir", default=None, help="data folder (default: JAXCNN_DATA_DIR)")
     parser.add_argument("--only", default=None,
                         help=f"comma-separated benchmark names (default: all of {', '.join(BENCHMARKS)})")

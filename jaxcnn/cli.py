@@ -146,9 +146,8 @@ def build_parser() -> ArgumentParser:
     pr.add_argument("--checkpoint", choices=("best", "latest"), default="best")
 
     add_experiment_parsers(sub)  # cv, search, ensemble, reproduce
-    bench = sub.add_parser("bench", help="speed and memory benchmarks (python scripts/benchmark.py; --help there)",
-                           add_help=False)
-    bench.add_argument("args", nargs=argparse.REMAINDER, help="the arguments of scripts/benchmark.py")
+    sub.add_parser("bench", help="speed and memory benchmarks: python scripts/benchmark.py (its --help says more)",
+                   add_help=False)
     return parser
 
 
@@ -346,7 +345,15 @@ def main(argv: Sequence[str] | None = None, *, callbacks: Sequence[Any] = ()) ->
     Unlike importing jaxcnn, this changes the process: warnings and log lines as one-liners, and the echoes of a
     failed checkpoint write kept out of the output (`jaxcnn.train.checkpoint.install_process_hooks`)."""
     parser = build_parser()
-    ns = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    head = 0
+    while head < len(argv) and argv[head] in ("-q", "--quiet"):
+        head += 1
+    if argv[head:head + 1] == ["bench"]:  # everything after `bench` belongs to scripts/benchmark.py
+        ns = parser.parse_args(argv[:head + 1])
+        ns.args = argv[head + 1:]
+    else:
+        ns = parser.parse_args(argv)
     ns.callbacks = tuple(callbacks)
     warnings.showwarning = functools.partial(_show_warning, f"{PROG} {ns.command}")
     # Our progress lines at INFO; other libraries' (Orbax logs every save) only from WARNING.
