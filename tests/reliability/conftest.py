@@ -33,7 +33,7 @@ class TinyRun:
     def run(self, workdir: pathlib.Path, epochs: int = EPOCHS, extra: Sequence[str] = (), *, fault: str | None = None,
             env: dict[str, str] | None = None, max_file_bytes: int | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess:
-        """`jaxcnn train` to the end (or `python -m jaxcnn.reliability` with `fault` armed)."""
+        """`jaxcnn train` to the end (or `python -m tools.faults` with `fault` armed)."""
         run_env = dict(env or self.env)
         if fault is not None:
             run_env[reliability.FAULT_ENV] = fault
