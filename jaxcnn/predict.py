@@ -207,6 +207,23 @@ class Predictor:
         return self.programs[0]
 
     @property
+    def cfg(self) -> Config:
+        """The (first) program's config."""
+        return self.programs[0].cfg
+
+    @property
+    def data(self) -> TaskData:
+        """The (first) program's prepared data (the text encoder and vocabulary, the image shape, the labels)."""
+        return self.programs[0].data
+
+    @property
+    def state(self) -> TrainState:
+        """The one model's TrainState (its variables; no member axis)."""
+        if self.method is not None:
+            raise WorkdirError(f"an ensemble ({self.method}) has no single state; see .programs")
+        return jax.tree.map(lambda x: x[0], self.programs[0].state)
+
+    @property
     def epoch(self) -> int:
         return self.programs[0].epoch
 
