@@ -39,6 +39,7 @@ class Encoded:
       truncated: how many sentences lost tokens to `max_len`.
       mask: <bool>[n, length] True on sentence positions.
       cut: <bool>[n] which sentences lost tokens.
+      empty: <bool>[n] which sentences have no token at all (a label alone, or text the tokenizer drops).
     """
 
     ids: np.ndarray
@@ -46,6 +47,7 @@ class Encoded:
     truncated: int
     mask: np.ndarray
     cut: np.ndarray | None = None
+    empty: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +131,8 @@ class TextEncoder:
         positions = np.arange(length) - self.pad_width
         mask = (positions[None, :] >= 0) & (positions[None, :] < kept[:, None])
         cut = full > keep
-        return Encoded(ids=ids, lengths=kept.astype(np.int32), truncated=int(cut.sum()), mask=mask, cut=cut)
+        return Encoded(ids=ids, lengths=kept.astype(np.int32), truncated=int(cut.sum()), mask=mask, cut=cut,
+                       empty=full == 0)
 
     def to_config(self, include_vocab: bool = False) -> dict[str, Any]:
         """JSON-able description; the vocabulary is saved separately unless `include_vocab`."""

@@ -41,6 +41,7 @@ class TextData:
       arrays: {"ids": <int32>[rows, length], "label": <int32>[rows]}, every example once ({} once restored).
       tables: {seed: <float32>[vocab, dim]} pretrained tables (unknown words drawn per seed), or None for rand.
       vectors_report: the vector file's coverage. cut: <bool>[rows] sentences cut to the fixed length.
+      empty: <bool>[rows] sentences without a token (a label alone, as CR and MPQA have; they encode to padding).
       embed_dim: the pretrained tables' width (None: the config's `embed_dim`).
     """
 
@@ -51,6 +52,7 @@ class TextData:
     vectors_report: Any = None
     cut: np.ndarray | None = None
     embed_dim: int | None = None
+    empty: np.ndarray | None = None
 
     @property
     def num_classes(self) -> int:
@@ -68,8 +70,11 @@ class TextData:
                 "label_names": list(self.label_names), "embed_dim": self.embed_dim}
 
     def describe(self, rows: Mapping[str, np.ndarray]) -> str:
-        cut = {s: int(self.cut[r].sum()) for s, r in rows.items()} if self.cut is not None else {}
-        return f"vocab {len(self.encoder.vocab)} | length {self.encoder.length} | truncated {cut}"
+        def count(flags: np.ndarray | None) -> dict[str, int]:
+            return {} if flags is None else {s: int(flags[r].sum()) for s, r in rows.items()}
+
+        return (f"vocab {len(self.encoder.vocab)} | length {self.encoder.length} | truncated {count(self.cut)} | "
+                f"empty {count(self.empty)}")
 
     def summary(self) -> dict[str, Any]:
         return {"vocab_size": len(self.encoder.vocab),
@@ -137,7 +142,8 @@ class TextTask(BuiltinOrOwnModel):
             tables, report, encoder = self._vectors(cfg, encoder, [texts[i] for i in held_out], seeds)
         enc = encoder.encode(texts)
         return TextData(encoder, list(examples.label_names), {"ids": enc.ids, "label": examples.labels}, tables,
-                        report, enc.cut, None if tables is None else int(next(iter(tables.values())).shape[1]))
+                        report, enc.cut, None if tables is None else int(next(iter(tables.values())).shape[1]),
+                        enc.empty)
 
     def _vectors(self, cfg: Config, encoder: data_lib.TextEncoder, held_out: list[str], seeds: Sequence[int]):
         """({seed: table}, report, encoder) for a pretrained variant.

@@ -101,7 +101,6 @@ CASES = [
     ("t.txt", "1 a\n\n0 b\n", {}, r":2: blank line"),
     ("t.txt", "1 a\nhello world\n", {}, r":2: missing or non-integer label 'hello'"),
     ("t.txt", "1.5 a\n", {}, r":1: missing or non-integer label '1.5'"),
-    ("t.txt", "1\n", {}, r":1: no sentence after the label"),
     ("t.txt", "0 a\n2 b\n", {"label_names": ["neg", "pos"]}, r":2: label 2 outside the classes 0..1"),
     ("t.txt", "-1 a\n", {}, r":1: label -1 is negative"),
     ("t.txt", "", {}, r": empty file"),
@@ -177,3 +176,15 @@ def test_trees_phrases_children_first_and_dedup(tmp_path):
     binary = load_splits("sst2", tmp_path, phrases=True)
     assert binary["train"]["text"][:] == ["film", "The film"] and binary["train"]["label"][:] == [1, 1]
 
+
+
+def test_a_label_alone_is_an_empty_sentence_and_a_blank_line_an_error(tmp_path):
+    """Kim's CR and MPQA files hold lines that are a label alone (and `0 *`, which cleans to nothing); his code keeps
+    them as empty sentences and his Table 1 counts them."""
+    path = tmp_path / "t.txt"
+    path.write_text("1 good\n0\n1 \n0 *\n", encoding="utf-8")
+    dsd = load_files(path)
+    assert dsd["train"][:]["text"] == ["good", "", "", "*"] and dsd["train"][:]["label"] == [1, 0, 1, 0]
+    path.write_text("1 good\n0\n\n1 a\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"t.txt:3: blank line"):
+        load_files(path)

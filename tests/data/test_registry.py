@@ -2,6 +2,8 @@
 
 import collections
 
+import re
+
 import pytest
 
 from jaxcnn.data.registry import DATASETS, TREC_COARSE, TREC_FINE, load_splits
@@ -153,3 +155,36 @@ def test_bad_requests(tmp_path, kwargs, message):
         load_splits(data_dir=tmp_path, **kwargs)
     with pytest.raises(DataError, match="no-such-dir: data folder not found"):
         load_splits("mr", tmp_path / "no-such-dir")
+
+
+@pytest.mark.parametrize("name, file, n, label_only", [("cr", "custrev.all", 3775, 4), ("mpqa", "mpqa.all", 10606, 3)])
+def test_cr_and_mpqa_files_with_label_only_lines_load_with_kims_counts(tmp_path, name, file, n, label_only, caplog):
+    """Files shaped like Kim's: N lines (Kim's Table 1), some a label alone, one `0 *`; they load through the
+    registry from --data-dir, and the run's data line counts the sentences that have no token."""
+    from jaxcnn import cli, configs, tasks
+    from tests.train.helpers import synthetic_sentences
+
+    texts, labels = synthetic_sentences(n, seed=3)
+    lines = [f"{y} {t}" for t, y in zip(texts, labels)]
+    for i in range(label_only):
+        lines[100 + 37 * i] = str(labels[100 + 37 * i])
+    lines[50] = "0 *"
+    (tmp_path / "kim").mkdir()
+    (tmp_path / "kim" / file).write_text("\n".join(lines) + "\n", encoding="latin-1")
+    dsd = load_splits(name, tmp_path)
+    assert len(dsd["train"]) == n and sum(t == "" for t in dsd["train"][:]["text"]) == label_only
+    cfg = configs.tiny().replace(dataset=name, data_dir=str(tmp_path), devices=1)
+    examples = tasks.get("text").load(cfg)
+    assert len(examples) == n and examples.protocol == "cv"
+    rows = examples.rows(cfg)
+    data = tasks.get("text").prepare(cfg, examples, [rows], [0])
+    assert int(data.empty.sum()) == label_only + 1  # the label-only lines and `0 *`
+    assert f"empty {{'train': " in data.describe(rows)
+    # End to end: trains, and the data line names the empty sentences.
+    workdir = tmp_path / "w"
+    assert cli.main(["train", "--dataset", name, "--data-dir", str(tmp_path), "--workdir", str(workdir), "--epochs", "1",
+                     "--embed-dim", "8", "--maps", "4", "--windows", "2", "3", "--no-progress", "--no-plots",
+                     "--no-tensorboard", "--devices", "1"]) == 0
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("data:"))
+    counts = re.search(r"\| empty \{'train': (\d+), 'dev': (\d+), 'test': (\d+)\}", line)
+    assert counts and sum(map(int, counts.groups())) == label_only + 1, line
