@@ -192,10 +192,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_cv(ns: argparse.Namespace) -> int:
+    cfg = config_from_args(ns)
+    check_data(cfg)
     from jaxcnn.experiments.cv import cross_validate
     from jaxcnn.experiments.programs import parse_seeds
 
-    cfg = config_from_args(ns)
     result = cross_validate(cfg, ns.workdir, parse_seeds(ns.seeds, cfg.train.seed))
     print(json.dumps({"dataset": result["dataset"], "variant": result["variant"], "protocol": result["protocol"],
                       "members": len(result["members"]), **{f"test_{k}": v for k, v in
@@ -204,14 +205,15 @@ def cmd_cv(ns: argparse.Namespace) -> int:
 
 
 def cmd_search(ns: argparse.Namespace) -> int:
-    from jaxcnn.experiments import search
-    from jaxcnn.experiments.programs import parse_seeds
-
     if (ns.grid is None) == (ns.random is None):
         raise ConfigError("search: give either --grid SPEC or --random N --ranges SPEC")
     if ns.random is not None and not ns.ranges:
         raise ConfigError("--random: needs --ranges SPEC")
     cfg = config_from_args(ns)
+    check_data(cfg)
+    from jaxcnn.experiments import search
+    from jaxcnn.experiments.programs import parse_seeds
+
     trials = (search.grid_trials(ns.grid) if ns.grid is not None
               else search.random_trials(ns.ranges, ns.random, cfg.train.seed))
     result = search.search(cfg, ns.workdir, trials, parse_seeds(ns.seeds, cfg.train.seed))
@@ -221,15 +223,17 @@ def cmd_search(ns: argparse.Namespace) -> int:
 
 
 def cmd_ensemble(ns: argparse.Namespace) -> int:
-    from jaxcnn.experiments import ensemble
-
     methods = ENSEMBLE_METHODS if ns.method == "all" else tuple(m.strip() for m in ns.method.split(","))
     unknown = [m for m in methods if m not in ENSEMBLE_METHODS]
     if unknown:
         raise ConfigError(f"--method: unknown method {unknown[0]!r} (choices: {', '.join(ENSEMBLE_METHODS)}, all)")
     if ns.members < 2:
         raise ConfigError(f"--members: an ensemble needs at least 2 members, got {ns.members}")
-    result = ensemble.run_ensembles(config_from_args(ns), ns.workdir, ns.members, methods)
+    cfg = config_from_args(ns)
+    check_data(cfg)
+    from jaxcnn.experiments import ensemble
+
+    result = ensemble.run_ensembles(cfg, ns.workdir, ns.members, methods)
     print(json.dumps({"single": result["single"], "methods": {k: {"test_accuracy": v["test_accuracy"],
                                                                    "beats_single": v["beats_single"]}
                                                                for k, v in result["methods"].items()},
@@ -248,7 +252,6 @@ def cmd_reproduce(ns: argparse.Namespace) -> int:
     print(json.dumps({"table": result["table_path"], "plot": result["plot_path"], "rows": len(result["rows"]),
                       "unfinished": result["unfinished"]}))
     return 0
-
 
 
 def cmd_bench(ns: argparse.Namespace) -> int:
@@ -271,8 +274,20 @@ def cmd_bench(ns: argparse.Namespace) -> int:
     return 0
 
 
+def check_data(cfg: Config) -> None:
+    """A registry set of the text task that is nowhere (no data folder holds it, it is not bundled, the Hub is
+    unreachable) is a one-line error at once, before jax and the engine load."""
+    d = cfg.data
+    if d.task == "text" and d.train_file is None:
+        from jaxcnn.data import registry
+
+        registry.find(d.dataset, d.data_dir, phrases=registry.default_phrases(d.dataset, d.phrases),
+                      fine_labels=d.fine_labels)
+
+
 def cmd_train(ns: argparse.Namespace) -> int:
     cfg = config_from_args(ns)
+    check_data(cfg)
     from jaxcnn.train.trainer import train_and_evaluate
 
     summary = train_and_evaluate(cfg, ns.workdir, callbacks=ns.callbacks)
@@ -343,7 +358,7 @@ def main(argv: Sequence[str] | None = None, *, callbacks: Sequence[Any] = ()) ->
     for the training loop of `train` (the kill/resume harness in tools/ arms its faults through them).
 
     Unlike importing jaxcnn, this changes the process: warnings and log lines as one-liners, and the echoes of a
-    failed checkpoint write kept out of the output (`jaxcnn.train.checkpoint.install_process_hooks`)."""
+    failed checkpoint write kept out of the output (`jaxcnn.train.process.install_process_hooks`)."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     head = 0
@@ -360,7 +375,7 @@ def main(argv: Sequence[str] | None = None, *, callbacks: Sequence[Any] = ()) ->
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("jaxcnn").setLevel(logging.WARNING if ns.quiet else logging.INFO)
     if ns.command != "bench":
-        from jaxcnn.train.checkpoint import install_process_hooks
+        from jaxcnn.train.process import install_process_hooks
 
         install_process_hooks()
     try:

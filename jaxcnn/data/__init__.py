@@ -12,8 +12,8 @@ _EXPORTS = {
     "Vocabulary": "vocab",
     "Encoded": "encode", "TextEncoder": "encode", "encode_dataset": "encode",
     "VectorReport": "embeddings", "load_word_vectors": "embeddings",
-    "DATASETS": "registry", "DatasetSpec": "registry", "load_splits": "registry", "load_files": "registry",
-    "load_hub": "registry", "resolve_protocol": "registry", "get_spec": "registry",
+    "DATASETS": "registry", "DatasetSpec": "registry", "load_splits": "registry", "locate": "registry", "find": "registry", "default_phrases": "registry",
+    "load_files": "registry", "load_hub": "registry", "resolve_protocol": "registry", "get_spec": "registry",
     "kfold_indices": "splits", "dev_split": "splits", "protocol_rows": "splits",
 }
 

@@ -112,7 +112,13 @@ def load_image_dataset(name: str, data_dir: str | os.PathLike | None = None,
         if local is not None:
             return local
     needed = ", ".join(f for _, files in spec.local for f in files)
-    where = pathlib.Path(folder) / spec.name if folder is not None else "<data_dir>/" + spec.name
+    where = (f"{pathlib.Path(folder) / spec.name} (--data-dir)" if folder is not None
+             else f"<data folder>/{spec.name} with --data-dir (or JAXCNN_DATA_DIR)")
+    from jaxcnn.data.registry import hub_reachable
+
+    if not hub_reachable():
+        raise DataError(f"{spec.name}: not found: put {needed} under {where} (the Hugging Face Hub is unreachable or "
+                        f"offline)")
     try:
         loaded = load_hub_images(spec.hub_id, image_column=spec.hub_image_column, cache_dir=cache_dir)
     except DataError as e:

@@ -9,23 +9,32 @@ sentences.
 
 Bounded memory: a line longer than `MAX_LINE_BYTES` (1 MiB; no sentence or document of these sets comes close)
 is refused before anything is parsed, since one such line would set the padded length of every example.
+
+Compressed files (`.xz`, `.gz`, `.bz2`) are read as the text they hold (jaxcnn's bundled MR and TREC are `.xz`),
+up to `MAX_DECOMPRESSED_BYTES`.
 """
 
 from __future__ import annotations
 
+import bz2
 import codecs
 import csv
+import gzip
 import io
 import json
+import lzma
 import os
 import pathlib
 import re
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
 from jaxcnn.errors import ConfigError, DataError
 
 MAX_LINE_BYTES = 1 << 20
+MAX_DECOMPRESSED_BYTES = 1 << 31
+_COMPRESSED = {".xz": lzma.open, ".gz": gzip.open, ".bz2": bz2.open}
 _KIM_LINE = re.compile(r"([^ \t]*)(?:[ \t](.*))?\Z", re.DOTALL)
 # A well-formed UTF-8 multi-byte character (RFC 3629). latin-1 text almost never holds one by chance (MR and TREC
 # hold none), so finding one in a file that fails to decode as UTF-8 means mixed encodings.
@@ -38,12 +47,22 @@ _TREC_LABEL = re.compile(r"([A-Z]+):(\S+)\Z")
 
 
 def read_nonempty_bytes(path: pathlib.Path) -> bytes:
-    """A file's bytes; a missing, unreadable or blank file is a one-line DataError naming it."""
+    """A file's bytes (a compressed file's: decompressed); a missing, unreadable, corrupt or blank file is a
+    one-line DataError naming it."""
+    opener = _COMPRESSED.get(path.suffix.lower())
     try:
-        raw = path.read_bytes()
+        if opener is None:
+            raw = path.read_bytes()
+        else:
+            with opener(path, "rb") as f:
+                raw = f.read(MAX_DECOMPRESSED_BYTES + 1)
+            if len(raw) > MAX_DECOMPRESSED_BYTES:
+                raise DataError(f"decompresses to more than {MAX_DECOMPRESSED_BYTES} bytes", path=path)
     except FileNotFoundError as e:
         raise DataError("file not found", path=path) from e
-    except OSError as e:
+    except (EOFError, lzma.LZMAError, gzip.BadGzipFile, zlib.error) as e:
+        raise DataError(f"corrupt {path.suffix} file ({e.__class__.__name__}: {e})", path=path) from e
+    except OSError as e:  # bz2 reports a corrupt file as OSError("Invalid data stream")
         raise DataError(f"cannot read: {e.strerror or e}", path=path) from e
     if not raw.strip():
         raise DataError("empty file", path=path)

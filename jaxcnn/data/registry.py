@@ -1,10 +1,13 @@
 """The seven benchmark sets of Kim (2014), your own files, and Hub datasets, all as `datasets.DatasetDict`s with
 a `text` (string) column and a `label` (ClassLabel) column.
 
-Where data comes from (`load_splits`): the data folder (argument, else $JAXCNN_DATA_DIR) when it holds the set's
-files, else the Hugging Face Hub. Files are looked up as `<data_dir>/<relative path>` (e.g. `kim/rt-polarity.all`)
-and then (except the generically named `sst-trees/*.txt`) as `<data_dir>/<file name>`, so a flat folder works too.
-Once a set has local files, a missing or broken one is an error; it never falls back to the Hub half-way.
+Where data comes from (`load_splits`), in this order: the data folder (`--data-dir`, else $JAXCNN_DATA_DIR) when it
+holds the set's files; the copies bundled with jaxcnn (MR and TREC only: `jaxcnn/data/bundled`, with their
+provenance); the Hugging Face Hub. Files are looked up as `<data_dir>/<relative path>` (e.g.
+`kim/rt-polarity.all`) and then (except the generically named `sst-trees/*.txt`) as `<data_dir>/<file name>`, so a
+flat folder works too. Once a set has local files, a missing or broken one is an error; it never falls back
+half-way. Without network (or with HF_HUB_OFFLINE set) a set found nowhere is a one-line error at once, naming the
+files to put in a data folder.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ SPLITS = ("train", "dev", "test")
 _HUB_SPLITS = {"train": "train", "validation": "dev", "valid": "dev", "val": "dev", "dev": "dev", "test": "test"}
 _FILE_SUFFIXES = {".txt", ".csv", ".tsv", ".jsonl", ".json", ".parquet", ".all", ".train", ".dev", ".test"}
 _HUGE = 10**18
+BUNDLED = pathlib.Path(__file__).resolve().parent / "bundled"
+HUB_TIMEOUT_S = 1.5
 # A Hub id is `name` or `owner/name`; each part starts with a letter or digit, so none is "." or "..".
 _HUB_REF = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?\Z", re.ASCII)
 
@@ -305,8 +310,26 @@ def _hub_columns(ref: str, split: str, ds: Any, text_column: str, label_column: 
     return texts, raw
 
 
-def _hub_or_explain(spec: DatasetSpec, where: str | pathlib.Path, needed: str, *,
-                    fine_labels: bool, cache_dir: str | os.PathLike | None) -> Any:
+def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
+    """Whether the Hugging Face Hub can be asked at all: not in offline mode (HF_HUB_OFFLINE, HF_DATASETS_OFFLINE),
+    and its host (HF_ENDPOINT, default huggingface.co) answers a TCP connection within `timeout` seconds. Without
+    this, `datasets` spends about half a minute retrying an unreachable Hub before it fails."""
+    import socket
+    import urllib.parse
+
+    if any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+           for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        return False
+    url = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _from_hub(spec: DatasetSpec, where: str | pathlib.Path, needed: str, *,
+              fine_labels: bool, cache_dir: str | os.PathLike | None) -> Any:
     label_column, names = ("fine_label", TREC_FINE) if fine_labels else (
         "coarse_label" if spec.name == "trec" else spec.hub_label_column, spec.label_names)
     try:
@@ -344,16 +367,26 @@ def _require(data_dir: pathlib.Path, spec: DatasetSpec, found: Mapping[str, path
         raise DataError(f"{spec.name}: found some of its files but not {', '.join(missing)}", path=data_dir)
 
 
-def _local_kim(data_dir: pathlib.Path, spec: DatasetSpec) -> Any:
-    found = {rel: _find(data_dir, rel) for _, rel in spec.local_files}
+# Each `_local_*` looks for a set's files in a folder and returns a function that reads them (None: no file of the
+# set is there); a partial set is an error at once. Finding apart from reading lets `find` say where a set is, or
+# that it is nowhere, without reading anything.
+Loader = Callable[[], Any]
+
+
+def _local_kim(data_dir: pathlib.Path, spec: DatasetSpec, suffix: str = "", **_: Any) -> Loader | None:
+    found = {rel: _find(data_dir, rel + suffix) for _, rel in spec.local_files}
     if not any(found.values()):
         return None
     _require(data_dir, spec, found)
-    parts = {split: readers.read_kim(found[rel], spec.num_classes) for split, rel in spec.local_files}
-    return _dataset_dict(parts, spec.label_names)
+
+    def load() -> Any:
+        parts = {split: readers.read_kim(found[rel], spec.num_classes) for split, rel in spec.local_files}
+        return _dataset_dict(parts, spec.label_names)
+
+    return load
 
 
-def _local_mr(data_dir: pathlib.Path, spec: DatasetSpec, **_: Any) -> Any:
+def _local_mr(data_dir: pathlib.Path, spec: DatasetSpec, **_: Any) -> Loader | None:
     kim = _local_kim(data_dir, spec)
     if kim is not None:
         return kim
@@ -361,35 +394,45 @@ def _local_mr(data_dir: pathlib.Path, spec: DatasetSpec, **_: Any) -> Any:
     if not any(found.values()):
         return None
     _require(data_dir, spec, found)
-    neg, pos = (readers.read_sentences(p) for p in found.values())
-    return _dataset_dict({"train": (neg + pos, [0] * len(neg) + [1] * len(pos))}, spec.label_names)
+
+    def load() -> Any:
+        neg, pos = (readers.read_sentences(p) for p in found.values())
+        return _dataset_dict({"train": (neg + pos, [0] * len(neg) + [1] * len(pos))}, spec.label_names)
+
+    return load
 
 
-def _local_sst(data_dir: pathlib.Path, spec: DatasetSpec, *, phrases: bool, **_: Any) -> Any:
+def _local_sst(data_dir: pathlib.Path, spec: DatasetSpec, *, phrases: bool, **_: Any) -> Loader | None:
     kim = dict(spec.local_files)
     tree_files = {s: f"sst-trees/{s}.txt" for s in SPLITS}
     if not phrases:
-        loaded = _local_kim(data_dir, spec)
-        if loaded is not None:
-            return loaded
+        loader = _local_kim(data_dir, spec)
+        if loader is not None:
+            return loader
     sources = {s: (_find(data_dir, kim[s]), _find(data_dir, tree_files[s])) for s in SPLITS}
     if phrases and sources["train"][1] is None:
         if any(p for pair in sources.values() for p in pair):
-            raise DataError(f"{spec.name}: phrases=True needs {tree_files['train']}", path=data_dir)
+            raise DataError(f"{spec.name}: training on phrases (--phrases, SST's default) needs "
+                            f"{tree_files['train']}; --no-phrases trains on the sentences", path=data_dir)
         return None
     if not any(p for pair in sources.values() for p in pair):
         return None
-    parts = {}
     for s, (kim_path, tree_path) in sources.items():
-        if (phrases and s == "train") or kim_path is None:
-            if tree_path is None:
-                raise DataError(f"{spec.name}: found some of its files but neither {kim[s]} nor {tree_files[s]}",
-                                path=data_dir)
-            texts, labels = trees.read_trees(tree_path, phrases=phrases and s == "train")
-            parts[s] = _sst_labels(texts, labels, binary=spec.name == "sst2")
-        else:
-            parts[s] = readers.read_kim(kim_path, spec.num_classes)
-    return _dataset_dict(parts, spec.label_names)
+        if ((phrases and s == "train") or kim_path is None) and tree_path is None:
+            raise DataError(f"{spec.name}: found some of its files but neither {kim[s]} nor {tree_files[s]}",
+                            path=data_dir)
+
+    def load() -> Any:
+        parts = {}
+        for s, (kim_path, tree_path) in sources.items():
+            if (phrases and s == "train") or kim_path is None:
+                texts, labels = trees.read_trees(tree_path, phrases=phrases and s == "train")
+                parts[s] = _sst_labels(texts, labels, binary=spec.name == "sst2")
+            else:
+                parts[s] = readers.read_kim(kim_path, spec.num_classes)
+        return _dataset_dict(parts, spec.label_names)
+
+    return load
 
 
 def _sst_labels(texts: list[str], labels: list[int], binary: bool) -> tuple[list[str], list[int]]:
@@ -400,7 +443,7 @@ def _sst_labels(texts: list[str], labels: list[int], binary: bool) -> tuple[list
     return [t for t, _ in kept], [lab for _, lab in kept]
 
 
-def _local_trec(data_dir: pathlib.Path, spec: DatasetSpec, *, fine_labels: bool, **_: Any) -> Any:
+def _local_trec(data_dir: pathlib.Path, spec: DatasetSpec, *, fine_labels: bool, **_: Any) -> Loader | None:
     if not fine_labels:
         kim = _local_kim(data_dir, spec)
         if kim is not None:
@@ -409,25 +452,25 @@ def _local_trec(data_dir: pathlib.Path, spec: DatasetSpec, *, fine_labels: bool,
     if not any(found.values()):
         return None
     _require(data_dir, spec, found)
-    names = TREC_FINE if fine_labels else spec.label_names
-    parts = {}
-    for split, path in zip(("train", "test"), found.values(), strict=True):
-        texts, coarse, fine = readers.read_trec(path, spec.label_names)
+
+    def load() -> Any:
+        names = TREC_FINE if fine_labels else spec.label_names
         index = {n: i for i, n in enumerate(names)}
-        labels = fine if fine_labels else coarse
-        for k, lab in enumerate(labels):
-            if lab not in index:
-                raise DataError(f"unknown TREC label {lab!r}", path=path, line=k + 1)
-        parts[split] = (texts, [index[lab] for lab in labels])
-    return _dataset_dict(parts, names)
+        parts = {}
+        for split, path in zip(("train", "test"), found.values(), strict=True):
+            texts, coarse, fine = readers.read_trec(path, spec.label_names)
+            labels = fine if fine_labels else coarse
+            for k, lab in enumerate(labels):
+                if lab not in index:
+                    raise DataError(f"unknown TREC label {lab!r}", path=path, line=k + 1)
+            parts[split] = (texts, [index[lab] for lab in labels])
+        return _dataset_dict(parts, names)
+
+    return load
 
 
-def _local_cv(data_dir: pathlib.Path, spec: DatasetSpec, **_: Any) -> Any:
-    return _local_kim(data_dir, spec)
-
-
-_LOCAL = {"mr": _local_mr, "sst1": _local_sst, "sst2": _local_sst, "trec": _local_trec, "subj": _local_cv,
-          "cr": _local_cv, "mpqa": _local_cv}
+_LOCAL = {"mr": _local_mr, "sst1": _local_sst, "sst2": _local_sst, "trec": _local_trec, "subj": _local_kim,
+          "cr": _local_kim, "mpqa": _local_kim}
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -443,8 +486,8 @@ def load_splits(name: str, data_dir: str | os.PathLike | None = None, *, phrases
 
     Args:
       name: a DATASETS key ("mr", "sst1", "sst2", "subj", "trec", "cr", "mpqa").
-      data_dir: folder with the files (see DatasetSpec.local_files); None reads $JAXCNN_DATA_DIR, and without
-        local files the Hub copy is used.
+      data_dir: folder with the files (see DatasetSpec.local_files); None reads $JAXCNN_DATA_DIR; without local
+        files MR and TREC come from the copies bundled with jaxcnn, the others from the Hub.
       phrases: SST only: train on every labelled phrase of sst-trees/train.txt (deduplicated on lowercased text;
         SST-2 drops neutral phrases); dev and test stay whole sentences.
       fine_labels: TREC only: the 50 fine labels (TREC_FINE) instead of the 6 coarse ones.
@@ -453,6 +496,31 @@ def load_splits(name: str, data_dir: str | os.PathLike | None = None, *, phrases
     Returns:
       DatasetDict with "train" (cv sets), "train"/"test" (TREC) or "train"/"dev"/"test" (SST).
     """
+    return locate(name, data_dir, phrases=phrases, fine_labels=fine_labels, cache_dir=cache_dir)[0]
+
+
+def default_phrases(name: str | None, phrases: bool | None) -> bool:
+    """`--phrases` unless given: SST trains on every labelled phrase (Kim), the other sets have none."""
+    return phrases if phrases is not None else name in ("sst1", "sst2")
+
+
+def locate(name: str, data_dir: str | os.PathLike | None = None, *, phrases: bool = False,
+           fine_labels: bool = False, cache_dir: str | os.PathLike | None = None) -> tuple[Any, str]:
+    """`load_splits`, and where the set was found (see `find`)."""
+    load, where = _found(name, data_dir, phrases=phrases, fine_labels=fine_labels, cache_dir=cache_dir)
+    return load(), where
+
+
+def find(name: str, data_dir: str | os.PathLike | None = None, *, phrases: bool = False,
+         fine_labels: bool = False) -> str:
+    """Where `load_splits` would read the set, without reading it: "<data folder>", "bundled with jaxcnn (...)" or
+    "Hugging Face Hub (<id>)" (for the run's first log line). A set that is nowhere (no local files, not bundled,
+    and the Hub unreachable or offline) is a one-line DataError naming the files and `--data-dir`, at once."""
+    return _found(name, data_dir, phrases=phrases, fine_labels=fine_labels)[1]
+
+
+def _found(name: str, data_dir: str | os.PathLike | None, *, phrases: bool, fine_labels: bool,
+           cache_dir: str | os.PathLike | None = None) -> tuple[Loader, str]:
     spec = get_spec(name)
     if phrases and spec.name not in ("sst1", "sst2"):
         raise ConfigError(f"--phrases: only SST-1 and SST-2 have phrase labels, not {spec.name}")
@@ -465,15 +533,23 @@ def load_splits(name: str, data_dir: str | os.PathLike | None = None, *, phrases
     if folder is not None:
         local = _LOCAL[spec.name](folder, spec, phrases=phrases, fine_labels=fine_labels)
         if local is not None:
-            return local
-    where = folder or "a data folder (give --data-dir or set JAXCNN_DATA_DIR)"
+            return local, str(folder)
+    if not phrases and not fine_labels:
+        bundled = _local_kim(BUNDLED, spec, suffix=".xz")
+        if bundled is not None:
+            return bundled, f"bundled with jaxcnn ({BUNDLED})"
+    where = f"{folder} (--data-dir)" if folder else "a data folder given by --data-dir (or JAXCNN_DATA_DIR)"
     kim_files = " and ".join(rel for _, rel in spec.local_files)
     if phrases:
-        raise DataError(f"{spec.name}: phrases=True needs the SST trees; put sst-trees/train.txt (and {kim_files}) "
-                        f"under {where}")
+        raise DataError(f"{spec.name}: training on phrases (SST's default; --no-phrases for sentences only) needs the "
+                        f"SST trees: put sst-trees/train.txt (and {kim_files}) under {where}")
     needed = " and ".join(spec.alt_files) if fine_labels else (
         kim_files + (f" (or {' and '.join(spec.alt_files)})" if spec.alt_files else ""))
-    return _hub_or_explain(spec, where, needed, fine_labels=fine_labels, cache_dir=cache_dir)
+    if not hub_reachable():
+        raise DataError(f"{spec.name}: not found: put {needed} under {where} (jaxcnn bundles only mr and trec, and "
+                        f"the Hugging Face Hub is unreachable or offline)")
+    return (lambda: _from_hub(spec, where, needed, fine_labels=fine_labels, cache_dir=cache_dir),
+            f"Hugging Face Hub ({spec.hub_id})")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ class ImageData:
 
     def describe(self, rows: Mapping[str, np.ndarray]) -> str:
         h, w, c = self.image_shape
-        return f"images {h}x{w}x{c} from {self.source} | model {self.model} | augment {self.augment or 'none'}"
+        return f"{self.source} | images {h}x{w}x{c} | model {self.model} | augment {self.augment or 'none'}"
 
     def summary(self) -> dict[str, Any]:
         return {"task": "image", "model": self.model, "augment": self.augment, "image_shape": list(self.image_shape)}

@@ -43,6 +43,7 @@ class TextData:
       vectors_report: the vector file's coverage. cut: <bool>[rows] sentences cut to the fixed length.
       empty: <bool>[rows] sentences without a token (a label alone, as CR and MPQA have; they encode to padding).
       embed_dim: the pretrained tables' width (None: the config's `embed_dim`).
+      source: where the examples were found (`Examples.source`).
     """
 
     encoder: data_lib.TextEncoder
@@ -53,6 +54,7 @@ class TextData:
     cut: np.ndarray | None = None
     embed_dim: int | None = None
     empty: np.ndarray | None = None
+    source: str = ""
 
     @property
     def num_classes(self) -> int:
@@ -73,8 +75,8 @@ class TextData:
         def count(flags: np.ndarray | None) -> dict[str, int]:
             return {} if flags is None else {s: int(flags[r].sum()) for s, r in rows.items()}
 
-        return (f"vocab {len(self.encoder.vocab)} | length {self.encoder.length} | truncated {count(self.cut)} | "
-                f"empty {count(self.empty)}")
+        return (f"{self.source} | vocab {len(self.encoder.vocab)} | length {self.encoder.length} | truncated "
+                f"{count(self.cut)} | empty {count(self.empty)}")
 
     def summary(self) -> dict[str, Any]:
         return {"vocab_size": len(self.encoder.vocab),
@@ -105,9 +107,9 @@ class TextTask(BuiltinOrOwnModel):
             if d.dataset not in data_lib.DATASETS:
                 raise ConfigError(f"--dataset: unknown dataset {shorten(d.dataset)} "
                                   f"(choices: {', '.join(data_lib.DATASETS)})")
-            phrases = d.phrases if d.phrases is not None else d.dataset in ("sst1", "sst2")
-            dsd = data_lib.load_splits(d.dataset, d.data_dir, phrases=phrases, fine_labels=d.fine_labels)
-            protocol, source = data_lib.DATASETS[d.dataset].protocol, d.dataset
+            phrases = data_lib.default_phrases(d.dataset, d.phrases)
+            dsd, where = data_lib.locate(d.dataset, d.data_dir, phrases=phrases, fine_labels=d.fine_labels)
+            protocol, source = data_lib.DATASETS[d.dataset].protocol, f"{d.dataset} from {where}"
         texts, labels, splits, start = [], [], {}, 0
         for s in (s for s in SPLITS if s in dsd):
             part = dsd[s][:]
@@ -143,7 +145,7 @@ class TextTask(BuiltinOrOwnModel):
         enc = encoder.encode(texts)
         return TextData(encoder, list(examples.label_names), {"ids": enc.ids, "label": examples.labels}, tables,
                         report, enc.cut, None if tables is None else int(next(iter(tables.values())).shape[1]),
-                        enc.empty)
+                        enc.empty, examples.source)
 
     def _vectors(self, cfg: Config, encoder: data_lib.TextEncoder, held_out: list[str], seeds: Sequence[int]):
         """({seed: table}, report, encoder) for a pretrained variant.

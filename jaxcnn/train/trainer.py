@@ -271,7 +271,8 @@ class Run:
                    else f"{len(names)} ({', '.join(names[:_MAX_CLASS_NAMES])}, ...)")
         sizes = ", ".join(f"{s} {len(r)}" for s, r in m.rows().items())
         what = "data" if self.single else f"{len(self.members)} members as one program | data (member 0)"
-        log.info("%s: %s | %s | classes %s", what, sizes, self.data.describe(m.rows()), classes)
+        log.info("%s: %s | classes %s", what, self.data.describe(m.rows()).replace(" | ", f" | {sizes} | ", 1),
+                 classes)
         mesh = self.program.mesh
         log.info("devices: %d x %s, mesh %s | batch %d (padded to %d)", mesh.devices.size,
                  mesh.devices.flat[0].platform, dict(mesh.shape), self.cfg.train.batch_size, self.program.batch)

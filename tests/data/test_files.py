@@ -152,6 +152,8 @@ TREES = [
 @pytest.mark.parametrize("tree, message", TREES)
 def test_bad_trees_name_file_and_line(tmp_path, tree, message):
     _write(tmp_path / "sst-trees" / "train.txt", f"(2 (2 fine) (2 tree))\n{tree}\n")
+    for split in ("dev", "test"):  # a set with a file missing is refused before any file is read
+        _write(tmp_path / "sst-trees" / f"{split}.txt", "(2 (2 fine) (2 tree))\n")
     with pytest.raises(DataError, match=rf"sst-trees/train.txt:2: {message}"):
         load_splits("sst1", tmp_path, phrases=True)
 

@@ -1,12 +1,12 @@
 """The benchmark sets of /work/shared/data through the registry, offline."""
 
 import collections
-
 import re
+import time
 
 import pytest
 
-from jaxcnn.data.registry import DATASETS, TREC_COARSE, TREC_FINE, load_splits
+from jaxcnn.data.registry import BUNDLED, DATASETS, TREC_COARSE, TREC_FINE, find, load_splits, locate
 from jaxcnn.errors import ConfigError, DataError
 
 # Line counts from the data README.
@@ -119,16 +119,34 @@ def test_sst_sentences_from_trees_match_kims_files(data_dir, tmp_path, name):
 
 
 @pytest.mark.parametrize("name, files", [("subj", "kim/subj.all"), ("cr", "kim/custrev.all"),
-                                         ("mpqa", "kim/mpqa.all"), ("mr", "raw/rt-polarity.neg")])
-def test_offline_without_local_files_says_what_to_put_where(tmp_path, name, files):
-    with pytest.raises(DataError, match=rf"{name}: no local files and the Hub copy failed .*{DATASETS[name].hub_id}"
-                       rf".*put .*{files}.* under {tmp_path}") as err:
+                                         ("mpqa", "kim/mpqa.all"), ("sst2", "kim/stsa.binary.train")])
+def test_offline_without_local_files_says_what_to_put_where_at_once(tmp_path, name, files):
+    start = time.perf_counter()
+    with pytest.raises(DataError, match=rf"{name}: not found: put .*{files}.* under {tmp_path} \(--data-dir\) "
+                       r"\(jaxcnn bundles only mr and trec, and the Hugging Face Hub is unreachable or offline\)"
+                       ) as err:
         load_splits(name, tmp_path)
-    assert "\n" not in str(err.value)
+    assert "\n" not in str(err.value) and time.perf_counter() - start < 2.0
+    with pytest.raises(DataError, match=rf"{name}: not found: .*--data-dir"):
+        find(name)  # no folder at all: the flag to give is named
+
+
+@pytest.mark.parametrize("name, sizes", [("mr", {"train": 10662}), ("trec", {"train": 5452, "test": 500})])
+def test_mr_and_trec_come_bundled_with_kims_files(data_dir, tmp_path, name, sizes, monkeypatch):
+    monkeypatch.delenv("JAXCNN_DATA_DIR", raising=False)
+    assert find(name).startswith("bundled with jaxcnn") and find(name, tmp_path).startswith("bundled with jaxcnn")
+    bundled, where = locate(name)
+    assert _sizes(bundled) == sizes and where.startswith("bundled with jaxcnn")
+    shared = load_splits(name, data_dir)  # the data folder comes first, and holds the same files
+    assert find(name, data_dir) == str(data_dir)
+    for split in sizes:
+        assert bundled[split][:]["text"] == shared[split][:]["text"]
+        assert bundled[split][:]["label"] == shared[split][:]["label"]
+    assert sum(f.stat().st_size for f in BUNDLED.glob("*.xz")) < 1_000_000
 
 
 def test_phrases_need_the_trees(data_dir, tmp_path):
-    with pytest.raises(DataError, match="phrases=True needs sst-trees/train.txt"):
+    with pytest.raises(DataError, match=r"training on phrases \(--phrases, SST's default\) needs sst-trees/train.txt"):
         load_splits("sst1", _with(tmp_path, data_dir, "kim"), phrases=True)
 
 

@@ -191,8 +191,8 @@ def test_registry_reads_local_idx_then_explains_the_hub_failure(tmp_path):
     with pytest.raises(DataError, match="mnist: found some of its files but not t10k-labels-idx1-ubyte"):
         I.load_image_dataset("mnist", tmp_path)
     # Nothing local and the Hub is off (tests run with HF_HUB_OFFLINE=1): one line naming both ways.
-    with pytest.raises(DataError, match=r"fashion_mnist: no local files and the Hub copy failed \(cannot load "
-                                        r"'zalando-datasets/fashion_mnist'.*put train-images-idx3-ubyte"):
+    with pytest.raises(DataError, match=r"fashion_mnist: not found: put train-images-idx3-ubyte.* under "
+                                        r".*fashion_mnist \(--data-dir\) \(the Hugging Face Hub is unreachable"):
         I.load_image_dataset("fashion-mnist", tmp_path)
     with pytest.raises(ConfigError, match="--dataset: unknown image dataset 'svhn'"):
         I.load_image_dataset("svhn", tmp_path)
