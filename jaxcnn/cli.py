@@ -10,6 +10,7 @@ import argparse
 import functools
 import json
 import logging
+import math
 import os
 import sys
 import types
@@ -41,9 +42,12 @@ def _scalar_parser(tp: Any, flag: str):
         if text.lower() in ("none", "null"):
             return None
         try:
-            return tp(text)
+            value = tp(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {tp.__name__}, got {text!r}") from None
+        if tp is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        return value
 
     parse.__name__ = tp.__name__
     return parse
@@ -309,20 +313,21 @@ def cmd_evaluate(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _lines(ns: argparse.Namespace):
+def _inputs(ns: argparse.Namespace):
+    """The raw inputs of `predict`: the arguments, or the lines of --file or standard input, decoded as training
+    files are (UTF-8, else latin-1; a NUL byte, i.e. a binary file, is a one-line error)."""
+    from jaxcnn.data import readers
+
     if ns.texts:
-        yield from ns.texts
+        for i, text in enumerate(ns.texts, 1):
+            # The arguments arrive decoded with the locale's codec and undecodable bytes escaped; start again from
+            # their bytes so that they decode like everything else.
+            yield readers.decode_line(os.fsencode(text), "argument", i)
         return
     if ns.file and ns.file != "-":
-        try:
-            fh = open(ns.file, encoding="utf-8", errors="surrogateescape")
-        except OSError as e:
-            raise ConfigError(f"--file: cannot read {ns.file}: {e.strerror}") from None
-    else:
-        fh = sys.stdin
-    with fh:
-        for line in fh:
-            yield line.rstrip("\r\n")
+        yield from readers.read_lines(ns.file)
+        return
+    yield from readers.stream_lines(sys.stdin.buffer, "<stdin>")
 
 
 def cmd_predict(ns: argparse.Namespace) -> int:
@@ -331,9 +336,10 @@ def cmd_predict(ns: argparse.Namespace) -> int:
     if ns.batch_size < 1:
         raise ConfigError(f"--batch-size: must be >= 1, got {ns.batch_size}")
     predictor = Predictor.from_workdir(ns.workdir, checkpoint=ns.checkpoint)  # one model, or an ensemble
-    out = sys.stdout
-    for record in predictor.predict_stream(_lines(ns), batch_size=ns.batch_size):
-        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    out = sys.stdout.buffer
+    for record in predictor.predict_stream(_inputs(ns), batch_size=ns.batch_size):
+        # UTF-8 whatever the locale: a JSON line per input that any reader can parse.
+        out.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
     out.flush()
     return 0
 

@@ -21,14 +21,15 @@ import codecs
 import csv
 import gzip
 import io
+import itertools
 import json
 import lzma
 import os
 import pathlib
 import re
 import zlib
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import IO, Any
 
 from jaxcnn.errors import ConfigError, DataError
 
@@ -120,6 +121,33 @@ def read_lines(path: str | os.PathLike, encoding: str = "auto") -> list[str]:
     if lines[-1] == "":
         lines.pop()
     return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def decode_line(raw: bytes, where: str, line_no: int) -> str:
+    """One line of input that comes without a file to look at as a whole (standard input, a command-line
+    argument): UTF-8 if it is valid UTF-8, else latin-1 (no byte is lost); a NUL byte is a DataError."""
+    if b"\x00" in raw:
+        raise DataError("NUL byte: not text (expected UTF-8 or latin-1 lines)", path=where, line=line_no)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def stream_lines(stream: IO[bytes], where: str = "<stdin>") -> Iterator[str]:
+    """The lines of a binary stream, decoded one at a time (`decode_line`) in bounded memory: a line longer than
+    MAX_LINE_BYTES is a DataError naming it. A UTF-8 byte-order mark at the start is dropped."""
+    for line_no in itertools.count(1):
+        raw = stream.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            raise DataError(f"line longer than the {MAX_LINE_BYTES}-byte limit for one input", path=where,
+                            line=line_no)
+        if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8):]
+        raw = raw[:-1] if raw.endswith(b"\n") else raw
+        yield decode_line(raw[:-1] if raw.endswith(b"\r") else raw, where, line_no)
 
 
 def _blank(path: str | os.PathLike, line_no: int) -> DataError:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -50,6 +51,7 @@ from jaxcnn.train.parallel import DATA_AXIS, MEMBERS_AXIS, put, to_host
 from jaxcnn.train.state import TrainState
 from jaxcnn.train.steps import bind, evaluate_steps, predict_logits, train_steps
 
+log = logging.getLogger("jaxcnn")
 OPTIMIZER_HPARAMS = ("lr", "rho", "eps", "momentum", "b1", "b2")
 VMAPPED_HPARAMS = (*OPTIMIZER_HPARAMS, "dropout")
 PyTree = Any
@@ -319,7 +321,8 @@ class Program:
       cfg: the shared config (seed, fold and `VMAPPED_HPARAMS` come from each member). task: the `Task`.
       members: the K members. data: the task's prepared data, whose `arrays` the members' rows index.
       mesh: the ('members', 'data') mesh. state: the stacked TrainState. best_params, best_model_state: each
-      member's variables at its best dev epoch so far. batch, eval_batch: each member's padded global batch.
+      member's variables at its best dev epoch so far. batch_size: examples per step (the config's, or all of
+      the largest training list when that is smaller). batch, eval_batch: each member's padded global batch.
     """
 
     def __init__(self, cfg: Config, task: Task, data: TaskData, members: Sequence[Member], *,
@@ -331,9 +334,17 @@ class Program:
         self.mesh = mesh or parallel.make_mesh(len(members), cfg.train.devices)
         self.k = len(members)
         t = cfg.train
-        self.batch = parallel.padded_batch_size(t.batch_size, self.mesh)
-        self.eval_batch = parallel.padded_batch_size(t.eval_batch_size, self.mesh)
-        self.steps_per_epoch = max(math.ceil(len(m.train) / t.batch_size) for m in members)
+        # A batch larger than the data holds the data: the same single step per epoch, without the memory of
+        # padding slots that never hold an example (--batch-size 100000 on 162 examples).
+        largest = max(len(m.train) for m in members)
+        self.batch_size = max(min(t.batch_size, largest), 1)
+        if self.batch_size < t.batch_size:
+            log.info("--batch-size %d is more than the %d training examples: one batch of %d per epoch",
+                     t.batch_size, largest, self.batch_size)
+        self.batch = parallel.padded_batch_size(self.batch_size, self.mesh)
+        split = max(max(len(m.train), len(m.dev), len(m.test)) for m in members)
+        self.eval_batch = parallel.padded_batch_size(max(min(t.eval_batch_size, split), 1), self.mesh)
+        self.steps_per_epoch = max(math.ceil(len(m.train) / self.batch_size) for m in members)
         self.by_member = parallel.by_member(self.mesh)
         self.replicated = parallel.replicated(self.mesh)
         self.index_sharding = NamedSharding(self.mesh, P(MEMBERS_AXIS, None, DATA_AXIS))
@@ -426,7 +437,7 @@ class Program:
     def epoch_blocks(self, epoch: int, active: Sequence[bool]) -> np.ndarray:
         """<int32>[blocks, K, steps_per_dispatch, batch] positions of every member's epoch; -1 for inactive ones."""
         t = self.cfg.train
-        per = [epoch_indices(len(m.train), t.batch_size, self.batch, m.seed, epoch, t.steps_per_dispatch)
+        per = [epoch_indices(len(m.train), self.batch_size, self.batch, m.seed, epoch, t.steps_per_dispatch)
                for m in self.members]
         blocks = max(p.shape[0] for p in per)
         out = np.full((blocks, self.k, t.steps_per_dispatch, self.batch), -1, np.int32)

@@ -32,13 +32,13 @@ import numpy as np
 
 from jaxcnn import tasks as tasks_lib
 from jaxcnn.configs import Config
-from jaxcnn.errors import TrainingError
+from jaxcnn.errors import DataError, TrainingError
 from jaxcnn.tasks.api import Examples, Task, TaskData
 from jaxcnn.train import metrics as metrics_lib
 from jaxcnn.train.checkpoint import CheckpointManager
 from jaxcnn.train.parallel import to_host
 from jaxcnn.train.program import BlockObserver, Member, Program
-from jaxcnn.train.workdir import WorkdirLock, atomic_write_json, check_config
+from jaxcnn.train.workdir import WorkdirLock, atomic_write_json, check_config, refuse_other
 from jaxcnn.train.writers import MetricWriter
 
 log = logging.getLogger("jaxcnn")
@@ -144,14 +144,19 @@ class Run:
     def run_locked(self) -> dict[str, Any]:
         """`run` for a caller that already holds the workdir's `WorkdirLock` (taken before preparing the data, so
         that a second run on the workdir is refused at once)."""
-        check_config(self.workdir, self.cfg.to_dict(), ignore=RESULT_NEUTRAL)
-        check_config(self.workdir, self.program_description(), name=PROGRAM_NAME)
+        pins = [(self.cfg.to_dict(), {"ignore": RESULT_NEUTRAL}), (self.program_description(), {"name": PROGRAM_NAME})]
+        for description, how in pins:
+            check_config(self.workdir, description, write=False, **how)
         t = self.cfg.train
         started = time.perf_counter()
         self._log_start()
         with CheckpointManager(self.workdir / CHECKPOINTS, best_metric=None) as ckpt, \
                 MetricWriter(self.workdir, tensorboard=t.tensorboard) as writer:
+            # The checkpoints say which run they are, whatever config.json says (it may have been deleted): pinned
+            # only once they agree, so a refused command changes nothing.
             self._restore(ckpt)
+            for description, how in pins:
+                check_config(self.workdir, description, **how)
             # Also after a fresh start: a run killed before its first checkpoint was complete logged epochs that
             # no checkpoint holds.
             done = self.progress.epoch
@@ -188,6 +193,9 @@ class Run:
         if restored is None:
             return False
         step, saved, meta = restored
+        where = f"{ckpt.directory} (its checkpoints)"
+        refuse_other(where, meta.get("config", {}), self.cfg.to_dict(), ignore=RESULT_NEUTRAL)
+        refuse_other(where, {"task": meta.get("task"), "members": meta.get("members")}, self.program_description())
         self.program.restore(saved)
         self.progress = Progress.from_dict(meta["progress"])
         log.info("resumed from %s at epoch %d", ckpt.directory / str(step), self.progress.epoch)
@@ -371,6 +379,18 @@ def member_for(cfg: Config, examples: Examples, *, seed: int | None = None, fold
                   **kwargs)
 
 
+def check_classes(examples: Examples, members: Sequence[Member]) -> None:
+    """Refuses training data of one class: the model would learn to say it always, and score 100% on a test set
+    of that class without a word of warning."""
+    for m in members:
+        classes = np.unique(examples.labels[m.train])
+        if len(classes) < 2:
+            which = f" of member {m.name!r}" if len(members) > 1 else ""
+            only = f"one class ({examples.label_names[int(classes[0])]!r})" if len(classes) else "no example"
+            raise DataError(f"the training split{which} holds {only}; a classifier needs examples of at least two "
+                            f"classes (data: {examples.source})")
+
+
 def train_members(cfg: Config, members: Sequence[Member] | Callable[[Examples], Sequence[Member]],
                   workdir: str | pathlib.Path, *, task: Task | None = None, examples: Examples | None = None,
                   callbacks: Sequence[Callback] = (), mesh=None) -> Run:
@@ -387,6 +407,7 @@ def train_members(cfg: Config, members: Sequence[Member] | Callable[[Examples], 
     with WorkdirLock(workdir):  # first: a second run on the workdir is refused before it loads anything
         examples = examples if examples is not None else task.load(cfg)
         members = list(members(examples) if callable(members) else members)
+        check_classes(examples, members)
         data = task.prepare(cfg, examples, [m.rows() for m in members], [m.seed for m in members])
         run = Run(cfg, task, data, members, workdir, callbacks=callbacks, mesh=mesh)
         run.run_locked()

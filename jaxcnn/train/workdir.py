@@ -225,8 +225,21 @@ def differing_keys(old: Mapping[str, Any], new: Mapping[str, Any], *, ignore: It
             if not _ignored(k, ignore) and flat_old.get(k, missing) != flat_new.get(k, missing)]
 
 
+def refuse_other(where: str, old: Mapping[str, Any], new: Mapping[str, Any], *, ignore: Iterable[str] = ()) -> None:
+    """A WorkdirError naming up to three keys whose values differ between `old` (what `where` holds) and `new`
+    (this command's), unless they agree but for `ignore`."""
+    diff = differing_keys(old, new, ignore=ignore)
+    if diff:
+        flat_old, flat_new = _flatten(_normalize(old)), _flatten(_normalize(new))
+        shown = diff[:_MAX_LISTED_KEYS]
+        more = f" and {len(diff) - len(shown)} more" if len(diff) > len(shown) else ""
+        raise WorkdirError(
+            f"{where} holds a run with {', '.join(_show(flat_old, k) for k in shown)}{more} "
+            f"(this command: {', '.join(_show(flat_new, k) for k in shown)}); use another --workdir")
+
+
 def check_config(workdir: str | os.PathLike, config_dict: Mapping[str, Any], *, ignore: Iterable[str] = (),
-                 name: str = CONFIG_NAME) -> None:
+                 name: str = CONFIG_NAME, write: bool = True) -> None:
     """Pins a run's config (or another description, in the file `name`) to its workdir.
 
     If `workdir/config.json` is absent it is written. If present, it must equal `config_dict` except for the keys
@@ -237,6 +250,7 @@ def check_config(workdir: str | os.PathLike, config_dict: Mapping[str, Any], *, 
         workdir: the run's folder.
         config_dict: the config as nested dicts of JSON-able values (tuples, paths and numpy scalars are fine).
         ignore: dotted keys that may change between invocations.
+        write: False only checks (a run checks its checkpoints too before it pins anything).
 
     Raises:
         WorkdirError: the stored config differs; the message names up to three differing keys with both values,
@@ -257,12 +271,6 @@ def check_config(workdir: str | os.PathLike, config_dict: Mapping[str, Any], *, 
                                f"--workdir") from e
         if not isinstance(old, dict):
             raise WorkdirError(f"{path}: expected a JSON object, found {type(old).__name__}")
-        diff = differing_keys(old, config_dict, ignore=ignore)
-        if diff:
-            flat_old, flat_new = _flatten(_normalize(old)), _flatten(_normalize(config_dict))
-            shown = diff[:_MAX_LISTED_KEYS]
-            more = f" and {len(diff) - len(shown)} more" if len(diff) > len(shown) else ""
-            raise WorkdirError(
-                f"{workdir} holds a run with {', '.join(_show(flat_old, k) for k in shown)}{more} "
-                f"(this command: {', '.join(_show(flat_new, k) for k in shown)}); use another --workdir")
-    atomic_write_json(path, config_dict)
+        refuse_other(str(workdir), old, config_dict, ignore=ignore)
+    if write:
+        atomic_write_json(path, config_dict)

@@ -67,7 +67,7 @@ def run_steps(program, steps: int):
     from jaxcnn.train.program import epoch_indices
 
     m = program.members[0]
-    idx = epoch_indices(len(m.train), program.cfg.train.batch_size, program.batch, m.seed, 1, steps)[0]
+    idx = epoch_indices(len(m.train), program.batch_size, program.batch, m.seed, 1, steps)[0]
     sums, bad = to_host(program.train_block(idx[None]))
     assert int(bad[0]) == -1
     return {k: v[0] for k, v in sums.items()}
