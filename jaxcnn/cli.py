@@ -58,11 +58,10 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     for section, cls in SECTIONS.items():
         group = parser.add_argument_group(f"{section} config")
         hints = field_types(cls)
-        doc = _attribute_docs(cls)
         for f in fields(cls):
             tp = hints[f.name]
             kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": f.name,
-                                      "help": f"{doc.get(f.name, '')} (default: {_show(f.default)})"}
+                                      "help": f"{f.metadata['help']} (default: {_show(f.default)})"}
             args = get_args(tp)
             optional = get_origin(tp) in (types.UnionType, typing.Union) and type(None) in args
             base = next((a for a in args if a is not type(None)), tp) if optional else tp
@@ -81,19 +80,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _show(value: Any) -> str:
-    return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
-
-
-def _attribute_docs(cls) -> dict[str, str]:
-    """Field help from the `Attributes:` block of the section's docstring (first sentence per name)."""
-    out: dict[str, str] = {}
-    for line in (cls.__doc__ or "").splitlines():
-        line = line.strip()
-        if ":" in line and not line.endswith(":"):
-            names, text = line.split(":", 1)
-            for name in names.split("/"):
-                out.setdefault(name.strip(), text.strip().split(". ")[0])
-    return out
+    if isinstance(value, tuple):
+        return " ".join(map(str, value)) or "none"
+    return "none" if value is None else str(value)
 
 
 def config_file(path: str) -> Config:
@@ -134,20 +123,27 @@ def build_parser() -> ArgumentParser:
     add_config_flags(train)
 
     ev = sub.add_parser("evaluate", help="metrics of a trained model as JSON")
-    ev.add_argument("--workdir", required=True)
-    ev.add_argument("--split", default="test", choices=("train", "dev", "test"))
+    ev.add_argument("--workdir", required=True, help="the trained model's workdir")
+    ev.add_argument("--split", default="test", choices=("train", "dev", "test"),
+                    help="the split of the run's own data to score (default: test)")
     ev.add_argument("--file", help="a labelled file instead of a split (format from --format; image workdirs: a "
                     ".npz, an IDX images file or a class-folder tree)")
-    ev.add_argument("--format", choices=("kim", "csv", "tsv", "jsonl"), default=None)
-    ev.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    ev.add_argument("--format", choices=("kim", "csv", "tsv", "jsonl"), default=None,
+                    help="the format of --file (default: the run's)")
+    ev.add_argument("--checkpoint", choices=("best", "latest"), default="best",
+                    help="the variables of the best dev epoch (default), or of the latest")
+    ev.add_argument("--data-dir", default=None,
+                    help="the data folder to read the split from (default: the run's, else JAXCNN_DATA_DIR, the "
+                         "bundled copies, the Hub)")
 
     pr = sub.add_parser("predict", help="labels and probabilities, one JSON line per input")
-    pr.add_argument("--workdir", required=True)
+    pr.add_argument("--workdir", required=True, help="the trained model's (or ensemble's) workdir")
     pr.add_argument("texts", nargs="*", help="sentences (image workdirs: image files); none: read --file or "
                     "standard input, one per line")
     pr.add_argument("--file", help="one sentence (or image path) per line ('-' for standard input)")
-    pr.add_argument("--batch-size", type=int, default=256)
-    pr.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    pr.add_argument("--batch-size", type=int, default=256, help="inputs per batch (default: 256)")
+    pr.add_argument("--checkpoint", choices=("best", "latest"), default="best",
+                    help="the variables of the best dev epoch (default), or of the latest")
 
     add_experiment_parsers(sub)  # cv, search, ensemble, reproduce
     sub.add_parser("bench", help="speed and memory benchmarks: python scripts/benchmark.py (its --help says more)",
@@ -308,7 +304,7 @@ def cmd_evaluate(ns: argparse.Namespace) -> int:
     if ns.file:
         result = predictor.evaluate_file(ns.file, fmt=ns.format)
     else:
-        result = predictor.evaluate_split(ns.split)
+        result = predictor.evaluate_split(ns.split, data_dir=ns.data_dir)
     print(json.dumps(result))
     return 0
 

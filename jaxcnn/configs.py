@@ -25,171 +25,148 @@ VARIANTS = ("rand", "static", "non-static", "multichannel")
 ENSEMBLE_METHODS = ("average", "vote", "stacking", "bagging", "boosting")
 # A field that only one task reads says so in its metadata; a config of the other task refuses it at a non-default
 # value (a flag of the wrong task is a mistake, not something to ignore).
-TEXT = {"task": "text"}
-IMAGE = {"task": "image"}
+TEXT_TASK = "text"
+IMAGE_TASK = "image"
+
+
+def _f(default: Any = dataclasses.MISSING, help: str = "", task: str | None = None, **kwargs: Any) -> Any:
+    """A config field with its one-sentence help (the flag's `--help` text and the section's `Attributes:`) and,
+    for a field only one task reads, that task."""
+    metadata = {"help": help, **({"task": task} if task else {})}
+    return field(default=default, metadata=metadata, **kwargs)
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the examples come from and how they become ids.
+    """Where the examples come from and how they become ids."""
 
-    Attributes:
-      task: "text" (sentence classification; the default) or "image" (image classification).
-      dataset: a registry name (text: mr, sst1, sst2, subj, trec, cr, mpqa; image: digits, mnist, fashion_mnist,
-        cifar10), or None when `train_file` is given.
-      data_dir: the data folder; None reads `JAXCNN_DATA_DIR`, then the Hugging Face Hub.
-      train_file/dev_file/test_file/format/text_column/label_column: your own data instead of a registry set.
-      phrases: SST only: train on every labelled phrase of the training trees, not only sentences (None: the
-        dataset's default, which for SST is phrases, as Kim 2014).
-      fine_labels: TREC only: the 50 fine labels instead of the 6 coarse ones.
-      fold/folds: for sets without a test split: test on fold `fold` of `folds`, train on the rest.
-      dev_fraction: share of the training examples held out as dev where the set has no dev split (Kim: 0.1).
-      stratify: stratified folds and dev split (Kim's were not).
-      tokenizer: tokenizer name; None takes the dataset's (Kim's clean_str).
-      max_len: cap on tokens kept per sentence (None: the longest training sentence).
-      min_freq/max_vocab: vocabulary limits (Kim: every training word).
-      extend_vocab: with pretrained vectors, dev/test words that have a vector join the vocabulary with their
-        pretrained rows (Kim's vocabulary covered all of a dataset's text; no label is read).
-      image_size: image task: resize images to image_size x image_size (None: keep their size).
-      channels: image task: 1 (greyscale) or 3 (RGB); None keeps the data's.
-      augment: image task: on-device training augmentation, e.g. "rotate=10,crop=0.9,noise=0.05" (None: none).
-    """
-
-    task: str = "text"
-    dataset: str | None = "mr"
-    data_dir: str | None = None
-    train_file: str | None = None
-    dev_file: str | None = None
-    test_file: str | None = None
-    format: Literal["kim", "csv", "tsv", "jsonl"] = field(default="kim", metadata=TEXT)
-    text_column: str = field(default="text", metadata=TEXT)
-    label_column: str = field(default="label", metadata=TEXT)
-    phrases: bool | None = field(default=None, metadata=TEXT)
-    fine_labels: bool = field(default=False, metadata=TEXT)
-    fold: int = field(default=0, metadata=TEXT)
-    folds: int = field(default=10, metadata=TEXT)
-    dev_fraction: float = 0.1
-    stratify: bool = False
-    tokenizer: str | None = field(default=None, metadata=TEXT)
-    max_len: int | None = field(default=None, metadata=TEXT)
-    min_freq: int = field(default=1, metadata=TEXT)
-    max_vocab: int | None = field(default=None, metadata=TEXT)
-    extend_vocab: bool = field(default=True, metadata=TEXT)
-    image_size: int | None = field(default=None, metadata=IMAGE)
-    channels: int | None = field(default=None, metadata=IMAGE)
-    augment: str | None = field(default=None, metadata=IMAGE)
+    task: str = _f("text", "text (sentence classification) or image (image classification)")
+    dataset: str | None = _f("mr", "a registry set (text: mr, sst1, sst2, subj, trec, cr, mpqa; image: digits, mnist, "
+                                   "fashion_mnist, cifar10); none with --train-file")
+    data_dir: str | None = _f(None, "the data folder; none: JAXCNN_DATA_DIR, then the copies bundled with jaxcnn "
+                                    "(mr, trec), then the Hugging Face Hub")
+    train_file: str | None = _f(None, "your own training data (a file, a Hub dataset id or a folder) instead of a "
+                                      "registry set")
+    dev_file: str | None = _f(None, "your own dev data, in the training file's format")
+    test_file: str | None = _f(None, "your own test data, in the training file's format")
+    format: Literal["kim", "csv", "tsv", "jsonl"] = _f(
+        "kim", "the format of your files: kim (one '<label> <sentence>' a line), csv, tsv or jsonl", TEXT_TASK)
+    text_column: str = _f("text", "the text's column (csv, tsv) or key (jsonl) in your files", TEXT_TASK)
+    label_column: str = _f("label", "the label's column (csv, tsv) or key (jsonl) in your files", TEXT_TASK)
+    phrases: bool | None = _f(None, "SST: train on every labelled phrase of the training trees, as Kim did (the "
+                                    "default for SST); --no-phrases: on the sentences only", TEXT_TASK)
+    fine_labels: bool = _f(False, "TREC: the 50 fine labels instead of the 6 coarse ones", TEXT_TASK)
+    fold: int = _f(0, "for a set without a test split: the fold tested on (the others train)", TEXT_TASK)
+    folds: int = _f(10, "for a set without a test split: how many cross-validation folds (Kim: 10)", TEXT_TASK)
+    dev_fraction: float = _f(0.1, "the share of the training examples held out as dev where a set has no dev split "
+                                  "(Kim: 0.1)")
+    stratify: bool = _f(False, "keep the class proportions in folds and dev splits (Kim's were not)")
+    tokenizer: str | None = _f(None, "kim, kim_sst, kim_cased, whitespace, regex or char; none: the set's own "
+                                     "(Kim's clean_str)", TEXT_TASK)
+    max_len: int | None = _f(None, "tokens kept per sentence; none: the longest training sentence, at most 1000",
+                             TEXT_TASK)
+    min_freq: int = _f(1, "the fewest training occurrences a word needs to enter the vocabulary (Kim: 1)",
+                       TEXT_TASK)
+    max_vocab: int | None = _f(None, "the most words the vocabulary keeps, the most frequent first (none: all)",
+                               TEXT_TASK)
+    extend_vocab: bool = _f(True, "with pretrained vectors: dev and test words that have a vector join the "
+                                  "vocabulary (Kim's covered all of a set's text; no label is read)", TEXT_TASK)
+    image_size: int | None = _f(None, "resize images to this size x this size (none: keep their size)", IMAGE_TASK)
+    channels: int | None = _f(None, "1 (greyscale) or 3 (RGB); none: the data's", IMAGE_TASK)
+    augment: str | None = _f(None, "on-device training augmentation, e.g. rotate=10,crop=0.9,noise=0.05 (none: "
+                                   "none)", IMAGE_TASK)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The Kim CNN's shape.
+    """The model's shape: Kim's CNN for text, LeNet-5 or the small CNN for images."""
 
-    Attributes:
-      variant: rand (random embeddings, trained), static (pretrained, frozen), non-static (pretrained,
-        fine-tuned), multichannel (one frozen and one fine-tuned copy; each filter sees both).
-      embeddings/embeddings_format: pretrained vectors (word2vec .bin/.txt, GloVe, fastText .vec).
-      unknown_init/unknown_scale: words missing from the vectors get U(-a, a): a = `unknown_scale` (Kim: 0.25)
-        for "uniform", or a matched to the found vectors' variance for "match".
-      embed_dim: size of random embeddings (pretrained ones bring their own).
-      windows/maps: filter widths and feature maps per width.
-      conv_init: "kim" (U(-0.01, 0.01) for ReLU filters, as Kim's code) or "glorot".
-      activation/pooling/k: non-linearity and pooling over time (max, kmax with k, avg), masked so padding never
-        counts.
-      dropout: on the penultimate layer. hidden: sizes of extra dense layers. norm: after the convolutions.
-      dropout_scaling: "inverted" (Flax's, kept units x 1/(1-p) in training) or "kim" (Kim's, x (1-p) at test time).
-        The same function with the layer above scaled by 1-p, so that under "kim" the max-norm and Adadelta's
-        steps act on the weights at the scale of Kim's Theano code.
-      model: image task: lenet5 (ReLU, max pooling), lenet5_classic (tanh, average pooling) or small_cnn (None:
-        lenet5).
-      width/depth: small_cnn: channels of the first block (doubled per block) and number of conv blocks.
-    """
-
-    variant: Literal["rand", "static", "non-static", "multichannel"] = field(default="rand", metadata=TEXT)
-    embeddings: str | None = field(default=None, metadata=TEXT)
-    embeddings_format: str = field(default="auto", metadata=TEXT)
-    unknown_init: Literal["uniform", "match"] = field(default="uniform", metadata=TEXT)
-    unknown_scale: float = field(default=0.25, metadata=TEXT)
-    embed_dim: int = field(default=300, metadata=TEXT)
-    windows: tuple[int, ...] = field(default=(3, 4, 5), metadata=TEXT)
-    maps: int = field(default=100, metadata=TEXT)
-    activation: str = field(default="relu", metadata=TEXT)
-    conv_init: Literal["kim", "glorot"] = field(default="kim", metadata=TEXT)
-    pooling: Literal["max", "kmax", "avg"] = field(default="max", metadata=TEXT)
-    k: int = field(default=1, metadata=TEXT)
-    dropout: float = 0.5
-    dropout_scaling: Literal["inverted", "kim"] = field(default="inverted", metadata=TEXT)
-    hidden: tuple[int, ...] = field(default=(), metadata=TEXT)
-    norm: Literal["none", "batch", "layer"] = field(default="none", metadata=TEXT)
-    model: Literal["lenet5", "lenet5_classic", "small_cnn"] | None = field(default=None, metadata=IMAGE)
-    width: int = field(default=32, metadata=IMAGE)
-    depth: int = field(default=2, metadata=IMAGE)
+    variant: Literal["rand", "static", "non-static", "multichannel"] = _f(
+        "rand", "rand: random embeddings, trained; static: pretrained, frozen; non-static: pretrained, fine-tuned; "
+                "multichannel: a frozen and a fine-tuned copy, each filter seeing both", TEXT_TASK)
+    embeddings: str | None = _f(None, "the pretrained word vectors for static, non-static and multichannel",
+                                TEXT_TASK)
+    embeddings_format: str = _f("auto", "the vectors' format: auto, word2vec_bin, word2vec_txt, glove or fasttext",
+                                TEXT_TASK)
+    unknown_init: Literal["uniform", "match"] = _f(
+        "uniform", "words without a pretrained vector: uniform draws U(-a, a) with a = --unknown-scale (Kim); "
+                   "match fits a to the found vectors' variance", TEXT_TASK)
+    unknown_scale: float = _f(0.25, "the bound a of U(-a, a) for words without a vector (Kim: 0.25)", TEXT_TASK)
+    embed_dim: int = _f(300, "the size of random embeddings (pretrained ones bring their own)", TEXT_TASK)
+    windows: tuple[int, ...] = _f((3, 4, 5), "the filter widths (Kim: 3 4 5)", TEXT_TASK)
+    maps: int = _f(100, "feature maps per filter width (Kim: 100)", TEXT_TASK)
+    activation: str = _f("relu", "the filters' non-linearity: relu, gelu, tanh, sigmoid, leaky_relu, elu, selu, "
+                                 "swish, softplus or identity", TEXT_TASK)
+    conv_init: Literal["kim", "glorot"] = _f("kim", "the filters' init: kim (U(-0.01, 0.01) for ReLU, as his code) "
+                                                    "or glorot", TEXT_TASK)
+    pooling: Literal["max", "kmax", "avg"] = _f("max", "pooling over time, padding never counted: max (Kim's 1-max), "
+                                                       "kmax (the --k largest) or avg", TEXT_TASK)
+    k: int = _f(1, "how many values kmax pooling keeps per feature map", TEXT_TASK)
+    dropout: float = _f(0.5, "the dropout rate on the penultimate layer (Kim: 0.5)")
+    dropout_scaling: Literal["inverted", "kim"] = _f(
+        "inverted", "inverted (Flax's: kept units x 1/(1-p) in training) or kim (his Theano code's: x (1-p) at "
+                    "test time)", TEXT_TASK)
+    hidden: tuple[int, ...] = _f((), "sizes of extra dense layers between the pooling and the output (Kim: none)",
+                                 TEXT_TASK)
+    norm: Literal["none", "batch", "layer"] = _f("none", "normalisation of the pooled features: none, batch or "
+                                                         "layer", TEXT_TASK)
+    model: Literal["lenet5", "lenet5_classic", "small_cnn"] | None = _f(
+        None, "lenet5 (ReLU, max pooling), lenet5_classic (tanh, average pooling) or small_cnn (none: lenet5)",
+        IMAGE_TASK)
+    width: int = _f(32, "small_cnn: the channels of its first block (doubled per block)", IMAGE_TASK)
+    depth: int = _f(2, "small_cnn: how many convolution blocks", IMAGE_TASK)
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """Optimizer, schedule and regularisation. Kim: Adadelta (rho 0.95, eps 1e-6), max-norm 3 on the softmax.
+    """Optimizer, schedule and regularisation. Kim: Adadelta (rho 0.95, eps 1e-6), max-norm 3 on the softmax."""
 
-    Attributes:
-      optimizer: sgd, momentum, nesterov, adam, adamw, adagrad, rmsprop, adadelta.
-      lr: peak learning rate; None takes the optimizer's usual one (`DEFAULT_LR`; Adadelta's is 1.0: it has
-        no learning rate of its own).
-      schedule: constant, step (x decay_rate every decay_epochs), cosine, warmup_cosine (warmup_epochs).
-      clip_norm: clip the global gradient norm (None: off).
-      l1/l2: penalties added to the loss (embeddings excluded); weight_decay: decoupled, on dense and conv kernels
-        (adamw's, or the same after any other optimizer).
-      max_norm: rescale each output unit's weight vector of every dense layer to L2 norm <= max_norm after each
-        step (Kim's constraint; None: off).
-      lazy_embeddings: update embedding tables by the rows a batch touches, catching up the rows' accumulators
-        when next touched; used only where that is exact (Adadelta, Adagrad; no gradient clipping).
-    """
-
-    optimizer: Literal["sgd", "momentum", "nesterov", "adam", "adamw", "adagrad", "rmsprop", "adadelta"] = "adadelta"
-    lr: float | None = None
-    rho: float = 0.95
-    eps: float = 1e-6
-    momentum: float = 0.9
-    b1: float = 0.9
-    b2: float = 0.999
-    schedule: Literal["constant", "step", "cosine", "warmup_cosine"] = "constant"
-    warmup_epochs: float = 1.0
-    decay_epochs: float = 10.0
-    decay_rate: float = 0.1
-    clip_norm: float | None = None
-    l1: float = 0.0
-    l2: float = 0.0
-    weight_decay: float = 0.0
-    max_norm: float | None = 3.0
-    lazy_embeddings: bool = True
+    optimizer: Literal["sgd", "momentum", "nesterov", "adam", "adamw", "adagrad", "rmsprop", "adadelta"] = _f(
+        "adadelta", "the optimizer (Kim: adadelta)")
+    lr: float | None = _f(None, "the peak learning rate; none: the optimizer's usual one (Adadelta: 1.0, it has "
+                                "no learning rate of its own)")
+    rho: float = _f(0.95, "Adadelta's and RMSProp's decay (Kim: 0.95)")
+    eps: float = _f(1e-6, "Adadelta's epsilon (Kim: 1e-6)")
+    momentum: float = _f(0.9, "momentum of sgd with momentum and nesterov")
+    b1: float = _f(0.9, "Adam's first-moment decay")
+    b2: float = _f(0.999, "Adam's second-moment decay")
+    schedule: Literal["constant", "step", "cosine", "warmup_cosine"] = _f(
+        "constant", "the learning-rate schedule: constant, step (x --decay-rate every --decay-epochs), cosine, "
+                    "warmup_cosine (--warmup-epochs)")
+    warmup_epochs: float = _f(1.0, "warmup_cosine: epochs of linear warmup")
+    decay_epochs: float = _f(10.0, "step: epochs between decays")
+    decay_rate: float = _f(0.1, "step: the factor of each decay")
+    clip_norm: float | None = _f(None, "clip the global gradient norm to this (none: no clipping)")
+    l1: float = _f(0.0, "an L1 penalty on the weights, added to the loss (embeddings excluded)")
+    l2: float = _f(0.0, "an L2 penalty on the weights, added to the loss (embeddings excluded)")
+    weight_decay: float = _f(0.0, "decoupled weight decay on dense and conv kernels, after any optimizer (adamw's "
+                                  "own for adamw)")
+    max_norm: float | None = _f(3.0, "rescale each output unit's weights to an L2 norm of at most this after "
+                                     "every step (Kim's constraint: 3; none: off)")
+    lazy_embeddings: bool = _f(True, "update embedding tables by the rows a batch touches, where that is exact "
+                                     "(Adadelta, Adagrad, no clipping): the same result, faster")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The loop.
+    """The loop."""
 
-    Attributes:
-      epochs/batch_size/seed: Kim: 25 epochs, batch 50.
-      eval_batch_size: evaluation batches are padded and masked: no example is ever dropped.
-      loss/label_smoothing: softmax_ce (default), sigmoid_ce, multilabel_sigmoid_ce, mse, huber.
-      patience: stop when dev accuracy has not improved for this many epochs (None: run all epochs).
-      steps_per_dispatch: training steps run on the device per host call (a `lax.scan`).
-      devices: how many local devices to spread each batch over (None: all).
-      checkpoint_every: epochs between checkpoints (the last epoch is always saved).
-      tensorboard/plots/progress: outputs.
-    """
-
-    epochs: int = 25
-    batch_size: int = 50
-    eval_batch_size: int = 500
-    seed: int = 0
-    loss: Literal["softmax_ce", "sigmoid_ce", "multilabel_sigmoid_ce", "mse", "huber"] = "softmax_ce"
-    label_smoothing: float = 0.0
-    patience: int | None = None
-    steps_per_dispatch: int = 100
-    devices: int | None = None
-    checkpoint_every: int = 1
-    tensorboard: bool = True
-    plots: bool = True
-    progress: bool = True
+    epochs: int = _f(25, "epochs to train (Kim: 25)")
+    batch_size: int = _f(50, "examples per step (Kim: 50)")
+    eval_batch_size: int = _f(500, "examples per evaluation batch (batches are padded and masked: no example is "
+                                   "dropped)")
+    seed: int = _f(0, "seeds the split, the initialisation, the data order and dropout")
+    loss: Literal["softmax_ce", "sigmoid_ce", "multilabel_sigmoid_ce", "mse", "huber"] = _f(
+        "softmax_ce", "the loss (Kim: softmax_ce)")
+    label_smoothing: float = _f(0.0, "softmax_ce: label smoothing (0: none)")
+    patience: int | None = _f(None, "stop once dev accuracy has not improved for this many epochs (none: run every "
+                                    "epoch)")
+    steps_per_dispatch: int = _f(100, "training steps per call to the device (a lax.scan); speed only")
+    devices: int | None = _f(None, "how many local devices share each batch (none: all)")
+    checkpoint_every: int = _f(1, "epochs between checkpoints (the last epoch is always saved)")
+    tensorboard: bool = _f(True, "write TensorBoard event files to WORKDIR/tensorboard")
+    plots: bool = _f(True, "draw curves.png and confusion.png at the end")
+    progress: bool = _f(True, "show a progress bar (on a terminal)")
 
 
 DEFAULT_LR = {"sgd": 0.01, "momentum": 0.01, "nesterov": 0.01, "adam": 1e-3, "adamw": 1e-3, "adagrad": 0.01,
@@ -293,11 +270,14 @@ def _default(cls, name: str) -> Any:
 FIELD_SECTION: dict[str, str] = {}
 FIELD_TASK: dict[str, str] = {}  # the fields only one task reads, and that task
 for _section, _cls in SECTIONS.items():
-    for _f in fields(_cls):
-        assert _f.name not in FIELD_SECTION, f"config field {_f.name} is not unique"
-        FIELD_SECTION[_f.name] = _section
-        if "task" in _f.metadata:
-            FIELD_TASK[_f.name] = _f.metadata["task"]
+    for _field in fields(_cls):
+        assert _field.name not in FIELD_SECTION, f"config field {_field.name} is not unique"
+        FIELD_SECTION[_field.name] = _section
+        if "task" in _field.metadata:
+            FIELD_TASK[_field.name] = _field.metadata["task"]
+    # The help texts are the fields' documentation too: one source, read by `help()` and by `--help`.
+    _cls.__doc__ = (_cls.__doc__ or "") + "\n\n    Attributes:\n" + "".join(
+        f"      {f.name}: {f.metadata['help']}.\n" for f in fields(_cls))
 
 
 def field_types(cls) -> dict[str, Any]:

@@ -274,12 +274,14 @@ class Predictor:
         return metrics_lib.summarize({"loss_sum": float(loss.sum()), "count": float(len(labels)),
                                       "confusion": confusion}, self.label_names)
 
-    def evaluate_split(self, split: str = "test") -> dict[str, Any]:
-        """Metrics on a split of the run's own data (same protocol, fold, seed and dev carving as in training)."""
+    def evaluate_split(self, split: str = "test", data_dir: str | None = None) -> dict[str, Any]:
+        """Metrics on a split of the run's own data (same protocol, fold, seed and dev carving as in training),
+        read from `data_dir` if given (the data may have moved since)."""
         p = self.program
-        examples = p.task.load(p.cfg)
+        cfg = p.cfg if data_dir is None else p.cfg.replace(data_dir=str(data_dir))
+        examples = p.task.load(cfg)
         member = p.members[0]
-        rows = examples.rows(p.cfg, fold=member.get("fold"))[split]
+        rows = examples.rows(cfg, fold=member.get("fold"))[split]
         result = self.evaluate_inputs(examples.take(rows), examples.labels[rows])
         return {"split": split, "epoch": self.epoch, **result}
 

@@ -217,7 +217,7 @@ def _read_header(f: IO[bytes], path: pathlib.Path) -> tuple[int, int, bytes]:
     m = _HEADER.match(first)
     if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
         raise DataError(f"expected a header 'count dim' (two positive integers), found {_show(first.rstrip())}; "
-                        "for files without a header use fmt='glove'", path=path, line=1)
+                        "for files without a header use --embeddings-format glove", path=path, line=1)
     return int(m.group(1)), _check_dim(int(m.group(2)), path), first
 
 
@@ -256,7 +256,7 @@ def _binary_entries(f: IO[bytes], path: pathlib.Path) -> tuple[int, Iterator[tup
             if len(raw) < size:
                 raise DataError(f"file ends inside vector {i + 1} of {count} (truncated?)", path=path, offset=vec_at)
             if i == 0 and _looks_like_text(raw):
-                raise DataError("vector bytes look like text: use fmt='word2vec_txt' (or 'fasttext') for text files",
+                raise DataError("vector bytes look like text: use --embeddings-format word2vec_txt (or fasttext) for text files",
                                 path=path, offset=vec_at)
             # Words are UTF-8, but some published files hold broken bytes; those can match no vocabulary word.
             yield word.decode("utf-8", errors="replace"), vec_at, raw
@@ -277,7 +277,7 @@ def _text_entries(f: IO[bytes], path: pathlib.Path, header: bool) -> tuple[int, 
     else:
         first = _readline(f, path, 1)
         if _HEADER.match(first):
-            raise DataError("the first line looks like a 'count dim' header: use fmt='word2vec_txt' or 'fasttext'",
+            raise DataError("the first line looks like a 'count dim' header: use --embeddings-format word2vec_txt or fasttext",
                             path=path, line=1)
         dim = _check_dim(len(_decode(first, path, 1).split()) - 1, path)
         if dim < 1:

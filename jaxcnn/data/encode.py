@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# The row length when no --max-len is given is the longest training sentence, up to this: one runaway line (a
+# document, a file with no line breaks) must not set the length of every row (500,000 tokens asked XLA for 430 GB).
+# Kim's sets stay far below it (the longest sentence: 56 tokens, MR).
+DEFAULT_MAX_LEN = 1000
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Encoded:
@@ -85,7 +90,8 @@ class TextEncoder:
             bos_eos: bool = False) -> TextEncoder:
         """Builds the vocabulary from training `texts` and fixes the row length.
 
-        `max_len` defaults to the longest training sentence (in ids, BOS/EOS included), lowered to `cap` if given.
+        `max_len` defaults to the longest training sentence (in ids, BOS/EOS included), lowered to `cap` if given,
+        else to `DEFAULT_MAX_LEN` (with a warning naming how many training sentences that cuts).
         """
         tok = get_tokenizer(tokenizer)
         token_lists = tok.batch(texts)
@@ -98,6 +104,11 @@ class TextEncoder:
             if cap < 1:
                 raise ConfigError(f"--max-len: must be at least 1, got {cap}")
             max_len = min(max_len, cap)
+        elif max_len > DEFAULT_MAX_LEN:
+            longer = sum(len(t) + (2 if bos_eos else 0) > DEFAULT_MAX_LEN for t in token_lists)
+            log.warning("%d training sentences are longer than %d tokens (the longest: %d) and are cut there; "
+                        "--max-len sets another length", longer, DEFAULT_MAX_LEN, max_len)
+            max_len = DEFAULT_MAX_LEN
         return cls(tok, vocab, max_len=max_len, pad_width=pad_width)
 
     def encode(self, texts: Sequence[str]) -> Encoded:

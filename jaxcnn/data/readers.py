@@ -107,7 +107,7 @@ def _decode(raw: bytes, path: pathlib.Path, encoding: str) -> str:
     try:
         return raw.decode(encoding)
     except LookupError as e:
-        raise ConfigError(f"--encoding: unknown encoding {encoding!r}") from e
+        raise ConfigError(f"unknown text encoding {encoding!r}") from e
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise DataError(f"not valid {encoding} (byte 0x{raw[e.start]:02x}) at offset {e.start}", path=path,

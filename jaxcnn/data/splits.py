@@ -87,7 +87,7 @@ def protocol_rows(given: Mapping[str, np.ndarray], protocol: str, *, labels: np.
       permutes the train rows, so this order is part of the result).
     """
     if protocol not in PROTOCOLS:
-        raise ConfigError(f"--protocol: unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        raise ConfigError(f"unknown data protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     present = [s for s in SPLITS if s in given]
     rows = {s: np.asarray(given[s], np.int64) for s in present}
 
@@ -100,17 +100,17 @@ def protocol_rows(given: Mapping[str, np.ndarray], protocol: str, *, labels: np.
 
     if protocol == "official":
         if present != list(SPLITS):
-            raise ConfigError(f"--protocol official: needs train, dev and test splits, found {', '.join(present)}")
+            raise ConfigError(f"protocol official: needs train, dev and test splits, found {', '.join(present)}")
         out = rows
     elif protocol == "train_test":
         if present != ["train", "test"]:
-            raise ConfigError(f"--protocol train_test: needs exactly train and test splits, found "
+            raise ConfigError(f"protocol train_test: needs exactly train and test splits, found "
                               f"{', '.join(present)} (use 'official' when a dev split is given)")
         train, dev = dev_split(len(rows["train"]), dev_fraction, seed, labels_of(rows["train"]))
         out = {"train": rows["train"][train], "dev": rows["train"][dev], "test": rows["test"]}
     elif protocol == "holdout":
         if "train" not in rows:
-            raise ConfigError("--protocol holdout: needs a train split")
+            raise ConfigError("protocol holdout: needs a train split")
         out = dict(rows)
         if "test" not in out:
             rest, test = dev_split(len(out["train"]), HOLDOUT_TEST_FRACTION, HOLDOUT_TEST_SEED,
@@ -121,7 +121,7 @@ def protocol_rows(given: Mapping[str, np.ndarray], protocol: str, *, labels: np.
             out["train"], out["dev"] = out["train"][train], out["train"][dev]
     else:
         if not present:
-            raise ConfigError("--protocol cv: no train, dev or test split to cross-validate over")
+            raise ConfigError("protocol cv: no train, dev or test split to cross-validate over")
         if not 0 <= fold < folds:
             raise ConfigError(f"--fold: must be in 0..{folds - 1}, got {fold}")
         pool = np.concatenate([rows[s] for s in present])

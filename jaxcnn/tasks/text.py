@@ -142,6 +142,7 @@ class TextTask(BuiltinOrOwnModel):
             held_out = [r for r in dict.fromkeys(int(r) for s in splits for name in ("dev", "test") for r in s[name])
                         if r not in trained]
             tables, report, encoder = self._vectors(cfg, encoder, [texts[i] for i in held_out], seeds)
+        check_memory(len(texts), encoder.length, cfg)
         enc = encoder.encode(texts)
         return TextData(encoder, list(examples.label_names), {"ids": enc.ids, "label": examples.labels}, tables,
                         report, enc.cut, None if tables is None else int(next(iter(tables.values())).shape[1]),
@@ -263,6 +264,35 @@ class TextTask(BuiltinOrOwnModel):
                                  label_column=d.label_column)["train"]
         rows = ds[:]
         return rows["text"], np.asarray(rows["label"], np.int64), list(ds.features["label"].names)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux: MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_memory(rows: int, length: int, cfg: Config) -> None:
+    """Refuses, before allocating, an encoding whose id rows or one step's activations would not fit in memory:
+    a one-line error that says what it would need (XLA's own message is a traceback from deep inside)."""
+    m, t = cfg.model, cfg.train
+    ids = 4 * rows * length
+    # One step: the embedded batch, every width's feature maps, and their gradients (a rough upper bound).
+    step = 4 * 3 * t.batch_size * length * (m.embed_dim + m.maps * len(m.windows))
+    available = available_memory()
+    if available is not None and ids + step > available:
+        raise ConfigError(f"--max-len: {rows} sentences of {length} ids need about {_bytes(ids + step)}, more than "
+                          f"the {_bytes(available)} available; give a smaller --max-len (or --batch-size)")
+
+
+def _bytes(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def kim_forward(model: TextCNN) -> Forward:

@@ -191,11 +191,11 @@ class CheckpointManager:
                  best_mode: str = "max", keep_latest: int = 1, keep_best: int = 1, async_save: bool = True,
                  read_only: bool = False):
         if best_mode not in ("max", "min"):
-            raise ConfigError(f"--best-mode: expected 'max' or 'min', got {best_mode!r}")
+            raise ConfigError(f"CheckpointManager: best_mode: expected 'max' or 'min', got {best_mode!r}")
         if keep_latest < 1:
-            raise ConfigError(f"--keep-latest: must be at least 1 to allow resuming, got {keep_latest}")
+            raise ConfigError(f"CheckpointManager: keep_latest: must be at least 1 to allow resuming, got {keep_latest}")
         if best_metric is not None and keep_best < 1:
-            raise ConfigError(f"--keep-best: must be at least 1 when tracking {best_metric}, got {keep_best}")
+            raise ConfigError(f"CheckpointManager: keep_best: must be at least 1 when tracking {best_metric}, got {keep_best}")
         self.directory = pathlib.Path(directory).absolute()
         self.best_metric = best_metric
         self.best_mode = best_mode

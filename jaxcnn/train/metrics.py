@@ -40,8 +40,24 @@ def add(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return jax.tree.map(lambda x, y: x + y, a, b)
 
 
+MAX_CLASSES_IN_FULL = 50  # above this, records carry the most confused classes, not every class
+
+
+def most_confused(cm: np.ndarray, k: int = MAX_CLASSES_IN_FULL) -> np.ndarray:
+    """The ids (in class order) of the `k` classes most involved in errors: the largest off-diagonal row plus
+    column sums, ties to the class with more examples, then the lower id."""
+    off = cm - np.diag(np.diag(cm))
+    involvement = off.sum(0) + off.sum(1)
+    order = np.lexsort((np.arange(len(cm)), -cm.sum(1), -involvement))
+    return np.sort(order[:k])
+
+
 def summarize(counts: dict[str, Any], label_names: list[str] | None = None) -> dict[str, Any]:
-    """Host-side: turns summed counts into loss, accuracy, macro-F1, per-class precision/recall and the matrix."""
+    """Host-side: turns summed counts into loss, accuracy, macro-F1, per-class precision/recall and the matrix.
+
+    With more than `MAX_CLASSES_IN_FULL` classes, metrics.jsonl, summary.json and the checkpoints' meta would grow
+    with the square of the class count (1000 classes: megabytes a line), so the per-class entries and the matrix
+    are those of the `MAX_CLASSES_IN_FULL` most confused classes (`most_confused`), under "classes_shown"."""
     cm = np.asarray(counts["confusion"], dtype=np.float64)
     n = float(np.asarray(counts["count"]))
     tp = np.diag(cm)
@@ -51,13 +67,18 @@ def summarize(counts: dict[str, Any], label_names: list[str] | None = None) -> d
     recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=(precision + recall) > 0)
     present = actual > 0
-    names = label_names or [str(i) for i in range(cm.shape[0])]
-    return {
+    names = list(label_names or [str(i) for i in range(cm.shape[0])])
+    out = {
         "loss": float(np.asarray(counts["loss_sum"])) / max(n, 1.0),
         "accuracy": float(tp.sum() / n) if n else 0.0,
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "examples": int(round(n)),
-        "precision": {name: float(p) for name, p in zip(names, precision)},
-        "recall": {name: float(r) for name, r in zip(names, recall)},
-        "confusion": cm.astype(np.int64).tolist(),
     }
+    shown = np.arange(len(cm))
+    if len(cm) > MAX_CLASSES_IN_FULL:
+        shown = most_confused(cm)
+        out["classes_shown"] = [names[i] for i in shown]
+    out["precision"] = {names[i]: float(precision[i]) for i in shown}
+    out["recall"] = {names[i]: float(recall[i]) for i in shown}
+    out["confusion"] = cm[np.ix_(shown, shown)].astype(np.int64).tolist()
+    return out

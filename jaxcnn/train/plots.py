@@ -106,6 +106,7 @@ def plot_training_curves(records: Sequence[Mapping[str, Any]], path: str | os.Pa
     if not series:
         raise DataError("no per-epoch loss or accuracy in the metric records; nothing to plot")
     best = best_dev_epoch(records)
+    epochs = sorted({e for points in series.values() for e in points})
     fig = Figure(figsize=(11, 4.2))
     for ax, metric in zip(fig.subplots(1, 2), _METRICS):
         for split in ("train", "dev", "test"):
@@ -116,7 +117,10 @@ def plot_training_curves(records: Sequence[Mapping[str, Any]], path: str | os.Pa
                         color=_COLORS[split])
         if best is not None:
             ax.axvline(best, color="gray", linestyle="--", linewidth=1, label=f"best dev (epoch {best:g})")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(epochs) <= 20 and all(float(e).is_integer() for e in epochs):
+            ax.set_xticks(epochs)  # every epoch, and only epochs (a locator puts 0.8, 1.0, 1.2 around one point)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.set_title(metric)
@@ -128,35 +132,50 @@ def plot_training_curves(records: Sequence[Mapping[str, Any]], path: str | os.Pa
 
 
 def plot_confusion_matrix(cm: np.ndarray, label_names: Sequence[str], path: str | os.PathLike, *,
-                          normalize: bool = True) -> None:
+                          normalize: bool = True, title: str = "confusion matrix", total_classes: int | None = None
+                          ) -> None:
     """Writes a PNG of a confusion matrix (rows: true label, columns: predicted), each cell annotated with its
     count and, when `normalize`, its share of the row (the per-class recall), which then sets the colour.
+
+    The image stays readable and its size bounded whatever the number of classes: above
+    `metrics.MAX_CLASSES_IN_FULL` classes it shows the most confused of them (`metrics.most_confused`), and cells
+    lose their text above 30.
 
     Args:
         cm: `<int or float>[num_classes, num_classes]` counts.
         label_names: one name per class, in index order.
         path: the PNG to write (atomically).
+        title: what the matrix is (e.g. the split and the epoch); the classes left out are added to it.
+        total_classes: the classes of the model when `cm` already holds only some of them.
 
     Raises:
         ValueError: `cm` is not square or does not match `label_names`.
     """
     from matplotlib.figure import Figure
 
+    from jaxcnn.train.metrics import MAX_CLASSES_IN_FULL, most_confused
+
     cm = np.asarray(cm)
     n = len(label_names)
     if cm.ndim != 2 or cm.shape != (n, n):
         raise ValueError(f"confusion matrix of shape {cm.shape} does not match {n} label names")
+    if n > MAX_CLASSES_IN_FULL:
+        keep = most_confused(cm)
+        cm, label_names, total_classes = cm[np.ix_(keep, keep)], [label_names[i] for i in keep], n
+        n = len(keep)
+    if total_classes is not None and total_classes > n:
+        title += f" ({n} most confused of {total_classes} classes)"
     rows = cm.sum(axis=1, keepdims=True).astype(np.float64)
     shares = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
     shown = shares if normalize else cm
-    size = max(4.0, 0.7 * n + 2.5)
+    size = min(max(4.0, 0.7 * n + 2.5), 16.0)  # 50 classes fit 16 inches; more would make a poster
     fig = Figure(figsize=(size + 1, size))
     ax = fig.subplots()
     image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else max(float(cm.max()), 1.0))
     fig.colorbar(image, ax=ax, label="share of true class" if normalize else "count")
     threshold = (1.0 if normalize else max(float(cm.max()), 1.0)) / 2
     fontsize = max(5, 10 - n // 5)
-    for i in range(n):
+    for i in range(n if n <= 30 else 0):
         for j in range(n):
             value = float(cm[i, j])
             count = f"{value:.0f}" if value.is_integer() else f"{value:.3g}"
@@ -167,6 +186,6 @@ def plot_confusion_matrix(cm: np.ndarray, label_names: Sequence[str], path: str 
     ax.set_yticks(range(n), labels=list(label_names))
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title("confusion matrix" + (" (row-normalized)" if normalize else ""))
+    ax.set_title(title + (", row-normalized" if normalize else ""))
     fig.tight_layout()
     _save_png(fig, path)

@@ -294,7 +294,8 @@ class Run:
                         "stopped_early": p.stopped_early, "failed": p.failed,
                         "dev_accuracy": dev.get("accuracy"), "test_accuracy": test.get("accuracy"),
                         "test_macro_f1": test.get("macro_f1"), "test_loss": test.get("loss"),
-                        "test_confusion": test.get("confusion")})
+                        "test_confusion": test.get("confusion"),
+                        **({"test_classes_shown": test["classes_shown"]} if "classes_shown" in test else {})})
         return out
 
     def summary(self) -> dict[str, Any]:
@@ -339,7 +340,8 @@ class _Bar:
 
         per_epoch = run.program.steps_per_epoch
         self._bar = tqdm(total=per_epoch * run.cfg.train.epochs, initial=per_epoch * run.progress.epoch,
-                         unit="step", dynamic_ncols=True, leave=False)
+                         unit="step", dynamic_ncols=True, leave=False,
+                         disable=None)  # None: no bar where stderr is not a terminal (a log file gets the epoch lines)
 
     def update(self, epoch: int, totals: dict[str, np.ndarray], steps: int, seconds: float) -> None:
         seen = float(np.sum(totals["count"]))
@@ -358,7 +360,10 @@ def write_plots(workdir: pathlib.Path, summary: dict[str, Any], label_names: lis
 
     plot_training_curves(read_metrics(workdir / "metrics.jsonl"), workdir / "curves.png")
     if summary.get("test_confusion") is not None:
-        plot_confusion_matrix(np.asarray(summary["test_confusion"]), label_names, workdir / "confusion.png")
+        names = summary.get("test_classes_shown") or label_names
+        plot_confusion_matrix(np.asarray(summary["test_confusion"]), names, workdir / "confusion.png",
+                              title=f"test set at epoch {summary['best_epoch']} (best dev)",
+                              total_classes=len(label_names))
 
 
 # ----------------------------------------------------------------------------------------------------------------

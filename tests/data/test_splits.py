@@ -85,11 +85,11 @@ def test_official_and_train_test_protocols(data_dir):
     dsd = resolve_protocol(trec, "train_test", seed=0, stratify=True)
     assert {s: len(d) for s, d in dsd.items()} == {"train": 4907, "dev": 545, "test": 500}
     assert not set(dsd["dev"]["text"][:]) - set(trec["train"]["text"][:])
-    with pytest.raises(ConfigError, match="--protocol official: needs train, dev and test"):
+    with pytest.raises(ConfigError, match="protocol official: needs train, dev and test"):
         resolve_protocol(trec, "official")
-    with pytest.raises(ConfigError, match="--protocol train_test: needs exactly train and test"):
+    with pytest.raises(ConfigError, match="protocol train_test: needs exactly train and test"):
         resolve_protocol(sst, "train_test")
-    with pytest.raises(ConfigError, match="--protocol: unknown protocol"):
+    with pytest.raises(ConfigError, match="unknown data protocol"):
         resolve_protocol(sst, "leave_one_out")
 
 

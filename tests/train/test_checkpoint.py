@@ -240,9 +240,9 @@ def test_read_meta(tmp_path, two_steps):
 
 
 def test_rejects_bad_options_and_non_json_meta(tmp_path):
-    with pytest.raises(ConfigError, match="best-mode"):
+    with pytest.raises(ConfigError, match="best_mode"):
         CheckpointManager(tmp_path, best_mode="maximum")
-    with pytest.raises(ConfigError, match="keep-latest"):
+    with pytest.raises(ConfigError, match="keep_latest"):
         CheckpointManager(tmp_path, keep_latest=0)
     with CheckpointManager(tmp_path) as mngr, pytest.raises(TypeError, match="cannot write object as JSON"):
         mngr.save(1, _state(), {"bad": object()})
@@ -297,6 +297,10 @@ def test_abandoned_checkpoint_tasks_are_not_reported_and_other_tasks_are(caplog)
     traceback the failed restore already said in one line. Any other task's report still reaches the log."""
     import asyncio
     import gc
+
+    from jaxcnn.train.process import install_process_hooks
+
+    install_process_hooks()  # the command installs them; importing jaxcnn does not (tests/test_architecture.py)
 
     def abandon(error: Exception) -> None:
         loop = asyncio.new_event_loop()
