@@ -7,8 +7,8 @@ naming the layer. The table with every shape is `docs/layers.md`.
 Contents
   conv        Conv, DepthwiseSeparableConv, ConvTranspose, PointwiseConv, MultiScaleConv (Kim's 3/4/5 bank), bank_taps,
               shifted_tap_sums
-  pool        max_pool, avg_pool, global_max_pool, global_avg_pool, adaptive_max_pool, adaptive_avg_pool,
-              masked_max_over_time, masked_mean_over_time, k_max_pool
+  pool        max_pool, max_unpool, avg_pool, global_max_pool, global_avg_pool, adaptive_max_pool,
+              adaptive_avg_pool, masked_max_over_time, masked_mean_over_time, k_max_pool
   masking     sequence_mask, conv_output_mask
   norm        BatchNorm, LayerNorm, InstanceNorm, GroupNorm, MaskedBatchNorm, MaskedInstanceNorm
   regularize  Dropout, SpatialDropout, ACTIVATIONS, get_activation
@@ -21,14 +21,14 @@ from jaxcnn.layers.conv import (Conv, ConvTranspose, DepthwiseSeparableConv, Mul
 from jaxcnn.layers.masking import conv_output_mask, sequence_mask
 from jaxcnn.layers.norm import BatchNorm, GroupNorm, InstanceNorm, LayerNorm, MaskedBatchNorm, MaskedInstanceNorm
 from jaxcnn.layers.pool import (adaptive_avg_pool, adaptive_max_pool, avg_pool, global_avg_pool, global_max_pool,
-                                k_max_pool, masked_max_over_time, masked_mean_over_time, max_pool)
+                                k_max_pool, masked_max_over_time, masked_mean_over_time, max_pool, max_unpool)
 from jaxcnn.layers.regularize import ACTIVATIONS, Dropout, SpatialDropout, get_activation
 from jaxcnn.layers.shapes import (ReceptiveField, conv_output_size, conv_param_count, count_params, explicit_padding,
                                   pool_output_size, receptive_field, transposed_cropping, transposed_output_size)
 
 __all__ = [
     "Conv", "ConvTranspose", "DepthwiseSeparableConv", "MultiScaleConv", "PointwiseConv", "bank_taps", "shifted_tap_sums",
-    "max_pool", "avg_pool", "global_max_pool", "global_avg_pool", "adaptive_max_pool", "adaptive_avg_pool",
+    "max_pool", "max_unpool", "avg_pool", "global_max_pool", "global_avg_pool", "adaptive_max_pool", "adaptive_avg_pool",
     "masked_max_over_time", "masked_mean_over_time", "k_max_pool",
     "sequence_mask", "conv_output_mask",
     "BatchNorm", "LayerNorm", "InstanceNorm", "GroupNorm", "MaskedBatchNorm", "MaskedInstanceNorm",

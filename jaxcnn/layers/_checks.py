@@ -20,6 +20,8 @@ PaddingLike = str | int | Sequence[int | Sequence[int]]
 Padding = str | tuple[Pair, ...]
 
 _MODES = ("VALID", "SAME", "CAUSAL")
+# What fills the padded positions: PyTorch's `padding_mode` names, and what `jnp.pad` calls them.
+PADDING_MODES = {"zeros": "constant", "circular": "wrap", "reflect": "reflect", "replicate": "edge"}
 
 
 def _is_int(value: object) -> bool:
@@ -82,6 +84,20 @@ def canonical_padding(padding: PaddingLike, rank: int, owner: str, *, causal: bo
     if not negative and any(v < 0 for p in pairs for v in p):
         raise ConfigError(f"{owner}.padding: explicit padding must be >= 0, got {padding!r}")
     return tuple((int(lo), int(hi)) for lo, hi in pairs)
+
+
+def canonical_padding_mode(mode: str, owner: str) -> str:
+    """`mode` in lower case, one of `PADDING_MODES` ("zeros", "circular", "reflect", "replicate")."""
+    if not isinstance(mode, str) or mode.lower() not in PADDING_MODES:
+        raise ConfigError(f"{owner}.padding_mode: expected one of {', '.join(PADDING_MODES)}, got {mode!r}")
+    return mode.lower()
+
+
+def flag(value: object, owner: str, attr: str) -> bool:
+    """`value` if it is a bool (NumPy's included); anything else, e.g. the string "False", is a mistake."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{owner}.{attr}: expected True or False, got {value!r}")
+    return bool(value)
 
 
 def per_dim(padding: Padding, rank: int) -> tuple[str | Pair, ...]:

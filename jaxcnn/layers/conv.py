@@ -18,7 +18,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxcnn.errors import ConfigError
-from jaxcnn.layers._checks import PaddingLike, canonical_padding, check_rank, check_spatial, positive_ints
+from jaxcnn.layers._checks import (PADDING_MODES, PaddingLike, canonical_padding, canonical_padding_mode, check_rank,
+                                   check_spatial, flag, positive_ints)
 from jaxcnn.layers.masking import conv_output_mask
 from jaxcnn.layers.regularize import get_activation
 from jaxcnn.layers.shapes import _layer_pads, transposed_cropping
@@ -35,6 +36,53 @@ def _channels_last(ndim: int) -> lax.ConvDimensionNumbers:
     spatial = tuple(range(1, ndim - 1))
     return lax.ConvDimensionNumbers((0, ndim - 1, *spatial), (ndim - 1, ndim - 2, *range(ndim - 2)),
                                     (0, ndim - 1, *spatial))
+
+
+def _hazards(pads: Sequence[tuple[int, int]]) -> bool:
+    # XLA:CPU's f32 convolution reads outside its input when a dim is padded negatively at the start and
+    # positively at the end (openxla/xla#48713): garbage values, different on every run.
+    return any(lo < 0 < hi for lo, hi in pads)
+
+
+def _xla_would_misread(spatial: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
+                       pads: Sequence[tuple[int, int]], lhs_dilation: Sequence[int],
+                       rhs_dilation: Sequence[int]) -> bool:
+    """Whether `lax.conv_general_dilated` with these arguments, or one of the two convolutions that JAX's
+    transpose rules build for its gradients, would pad a dim negatively before and positively after.
+
+    The gradients' paddings are JAX's (`_conv_general_vjp_lhs_padding` / `_rhs_padding`): for the input,
+    (span - 1 - lo, n' + span - 1 - out' - (span - 1 - lo)); for the kernel, (lo, out' - n' + span - 1 - lo),
+    with n' the dilated input, out' the stride-dilated output and span the dilated kernel. So the input
+    gradient of a `Conv` misreads whenever an explicit lo exceeds `dilation * (kernel - 1)`, and the end of the
+    output is not cut off by at least as much.
+    """
+    lhs, rhs = [], []
+    for n, k, s, (lo, hi), ld, d in zip(spatial, kernel, strides, pads, lhs_dilation, rhs_dilation):
+        n_dilated, span = (n - 1) * ld + 1, d * (k - 1) + 1
+        out_dilated = ((n_dilated + lo + hi - span) // s) * s + 1
+        lhs.append((span - 1 - lo, n_dilated + span - 1 - out_dilated - (span - 1 - lo)))
+        rhs.append((lo, out_dilated - n_dilated + span - 1 - lo))
+    return _hazards(pads) or _hazards(lhs) or _hazards(rhs)
+
+
+def _pad_spatial(x: Array, pads: Sequence[tuple[int, int]], mode: str = "zeros",
+                 dilation: Sequence[int] | None = None) -> Array:
+    """x [batch, *spatial, channels] with (lo, hi) positions added on each spatial dim, filled as `mode` says;
+    for zeros a negative count removes positions and `dilation` first puts d - 1 zeros between neighbours."""
+    if mode == "zeros":
+        interior = dilation or (1,) * len(pads)
+        return lax.pad(x, jnp.zeros((), x.dtype),
+                       ((0, 0, 0), *((lo, hi, d - 1) for (lo, hi), d in zip(pads, interior)), (0, 0, 0)))
+    return jnp.pad(x, ((0, 0), *pads, (0, 0)), mode=PADDING_MODES[mode])
+
+
+def _check_mode_pads(owner: str, mode: str, spatial: Sequence[int], pads: Sequence[tuple[int, int]]) -> None:
+    """PyTorch's limits: reflect needs pads < n (no edge to mirror otherwise), circular pads <= n (one wrap)."""
+    for dim, (n, (lo, hi)) in enumerate(zip(spatial, pads)):
+        if (mode == "reflect" and max(lo, hi) >= n) or (mode == "circular" and max(lo, hi) > n):
+            limit = "smaller than" if mode == "reflect" else "at most"
+            raise ConfigError(f"{owner}.padding_mode: {mode} padding ({lo}, {hi}) along spatial dim {dim} must be "
+                              f"{limit} the input size {n}")
 
 
 class Conv(nn.Conv):
@@ -59,8 +107,18 @@ class Conv(nn.Conv):
       precision: `lax.Precision` of the convolution.
       kernel_init: Flax's default `lecun_normal()`.
       bias_init: Flax's default zeros.
+      padding_mode: what fills the positions `padding` adds, as PyTorch's `padding_mode`: "zeros" (default),
+        "circular" (wrap around; pads at most n), "reflect" (mirror without repeating the edge; pads below n)
+        or "replicate" (repeat the edge).
     Other `nn.Conv` fields (`input_dilation`, `mask`, ...) pass through unchanged.
+
+    Zero padding runs `flax.linen.Conv` itself, except where an explicit low pad is wider than `dilation *
+    (kernel - 1)` in a way that would make XLA:CPU misread memory in the input gradient (see
+    `_xla_would_misread`); those pads, and the other padding modes, are added to the input explicitly and the
+    convolution is then VALID, which gives the same numbers and the same parameters.
     """
+
+    padding_mode: str = "zeros"
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
@@ -72,11 +130,17 @@ class Conv(nn.Conv):
         object.__setattr__(self, "kernel_dilation",
                            positive_ints(self.kernel_dilation, rank, owner, "kernel_dilation"))
         object.__setattr__(self, "padding", canonical_padding(self.padding, rank, owner))
+        object.__setattr__(self, "padding_mode", canonical_padding_mode(self.padding_mode, owner))
         groups = positive_ints(self.feature_group_count, 1, owner, "feature_group_count")[0]
         if positive_ints(self.features, 1, owner, "features")[0] % groups:
             raise ConfigError(f"{owner}.feature_group_count: {groups} does not divide features {self.features}")
+        if self.padding_mode != "zeros" and positive_ints(self.input_dilation, rank, owner, "input_dilation") != (
+                1,) * rank:
+            raise ConfigError(f"{owner}.padding_mode: {self.padding_mode} padding needs input_dilation 1, got "
+                              f"{self.input_dilation!r}")
         super().__post_init__()
 
+    @nn.compact
     def __call__(self, inputs: Array) -> Array:
         """Convolves the input.
 
@@ -87,12 +151,36 @@ class Conv(nn.Conv):
           <dtype>[batch, *out_spatial, features], out sizes `conv_output_size(n, k, stride, padding, dilation)`.
         """
         owner = type(self).__name__
-        check_rank(inputs, len(self.kernel_size), owner)
+        rank = len(self.kernel_size)
+        check_rank(inputs, rank, owner)
         if inputs.shape[-1] % self.feature_group_count:
             raise ConfigError(f"{owner}.feature_group_count: {self.feature_group_count} does not divide the "
                               f"input's {inputs.shape[-1]} channels")
-        _layer_pads(owner, inputs.shape[1:-1], self.kernel_size, self.strides, self.padding, self.kernel_dilation)
-        return super().__call__(inputs)
+        spatial = inputs.shape[1:-1]
+        pads = _layer_pads(owner, spatial, self.kernel_size, self.strides, self.padding, self.kernel_dilation)
+        input_dilation = positive_ints(self.input_dilation, rank, owner, "input_dilation")
+        if self.padding_mode == "zeros" and not _xla_would_misread(spatial, self.kernel_size, self.strides, pads,
+                                                                    input_dilation, self.kernel_dilation):
+            return super().__call__(inputs)
+        _check_mode_pads(owner, self.padding_mode, spatial, pads)
+        # Flax's own parameters, in Flax's order, so that init and checkpoints match the path above.
+        kernel_shape = (*self.kernel_size, inputs.shape[-1] // self.feature_group_count, self.features)
+        if self.mask is not None and self.mask.shape != kernel_shape:
+            raise ConfigError(f"{owner}.mask: shape {self.mask.shape} does not match the kernel's {kernel_shape}")
+        kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
+        if self.mask is not None:
+            kernel *= self.mask
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        inputs, kernel, bias = self.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
+        if self.conv_general_dilated_cls is not None:
+            conv = self.conv_general_dilated_cls()
+        else:
+            conv = self.conv_general_dilated or lax.conv_general_dilated
+        x = _pad_spatial(inputs, pads, self.padding_mode, input_dilation)
+        y = conv(x, kernel, self.strides, "VALID", rhs_dilation=self.kernel_dilation,
+                 dimension_numbers=_channels_last(x.ndim), feature_group_count=self.feature_group_count,
+                 precision=self.precision)
+        return y if bias is None else y + bias
 
 
 class ConvTranspose(nn.Module):
@@ -101,7 +189,7 @@ class ConvTranspose(nn.Module):
     Defined directly as a scatter: input position i adds `x[i] @ kernel[j]` to output position
     `i * stride + j * dilation - lo`, then (lo, hi) positions are cropped (`shapes.transposed_cropping`). This is
     PyTorch's `ConvTranspose` and, with the kernel's feature axes swapped, the adjoint (gradient) of `Conv` with the
-    same stride, dilation and padding. Written here because `flax.linen.ConvTranspose` follows
+    same stride, dilation, padding and groups. Written here because `flax.linen.ConvTranspose` follows
     `lax.conv_transpose`: its VALID output is n * stride + max(k - stride, 0) and its explicit padding pads the
     dilated input rather than cropping, which matches neither.
 
@@ -113,11 +201,15 @@ class ConvTranspose(nn.Module):
         + 1), an int p or (lo, hi) pair(s) cropped from the full output; negative values add zeros (PyTorch's
         `output_padding=q` is `(p, p - q)`).
       kernel_dilation: int or one per dim (default 1).
+      feature_group_count: groups (default 1), as PyTorch's `groups`: input and output channels split into that
+        many groups, and output group g is scattered from input group g only. Both channel counts must divide.
       use_bias: add a learned bias (default True).
       dtype: computation dtype (default: promoted from input and parameters).
       param_dtype: parameter dtype (default float32).
       precision: `lax.Precision` of the convolution.
-      kernel_init: Flax's default `lecun_normal()`, for `kernel` [*kernel_size, in_channels, features].
+      kernel_init: Flax's default `lecun_normal()`, for `kernel` [*kernel_size, in_channels / groups, features]
+        (PyTorch's weight [in_channels, features / groups, *kernel_size] is
+        `kernel[j, c, g * features / groups + o] = weight[g * in_channels / groups + c, o, j]`).
       bias_init: zeros, for `bias` [features].
     """
 
@@ -126,6 +218,7 @@ class ConvTranspose(nn.Module):
     strides: int | Sequence[int] = 1
     padding: PaddingLike = "SAME"
     kernel_dilation: int | Sequence[int] = 1
+    feature_group_count: int = 1
     use_bias: bool = True
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
@@ -143,7 +236,9 @@ class ConvTranspose(nn.Module):
                            positive_ints(self.kernel_dilation, rank, owner, "kernel_dilation"))
         object.__setattr__(self, "padding",
                            canonical_padding(self.padding, rank, owner, causal=False, negative=True))
-        positive_ints(self.features, 1, owner, "features")
+        groups = positive_ints(self.feature_group_count, 1, owner, "feature_group_count")[0]
+        if positive_ints(self.features, 1, owner, "features")[0] % groups:
+            raise ConfigError(f"{owner}.feature_group_count: {groups} does not divide features {self.features}")
         super().__post_init__()
 
     @nn.compact
@@ -160,6 +255,10 @@ class ConvTranspose(nn.Module):
         owner = type(self).__name__
         rank = len(self.kernel_size)
         check_rank(inputs, rank, owner)
+        groups = self.feature_group_count
+        if inputs.shape[-1] % groups:
+            raise ConfigError(f"{owner}.feature_group_count: {groups} does not divide the input's "
+                              f"{inputs.shape[-1]} channels")
         pads = []
         for dim, (n, k, s, d) in enumerate(zip(inputs.shape[1:-1], self.kernel_size, self.strides,
                                                self.kernel_dilation)):
@@ -171,13 +270,22 @@ class ConvTranspose(nn.Module):
             # A stride-1 correlation of the stride-dilated input with the flipped kernel, padded by the kernel
             # span minus the crop, is exactly the scatter above (negative padding crops).
             pads.append((d * (k - 1) - lo, d * (k - 1) - hi))
-        kernel = self.param("kernel", self.kernel_init, (*self.kernel_size, inputs.shape[-1], self.features),
-                            self.param_dtype)
+        kernel = self.param("kernel", self.kernel_init,
+                            (*self.kernel_size, inputs.shape[-1] // groups, self.features), self.param_dtype)
         bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
         inputs, kernel, bias = nn.dtypes.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
-        y = lax.conv_general_dilated(inputs, jnp.flip(kernel, axis=tuple(range(rank))), (1,) * rank, pads,
-                                     lhs_dilation=self.strides, rhs_dilation=self.kernel_dilation,
-                                     dimension_numbers=_channels_last(inputs.ndim), precision=self.precision)
+        flipped = jnp.flip(kernel, axis=tuple(range(rank)))
+        common = dict(rhs_dilation=self.kernel_dilation, dimension_numbers=_channels_last(inputs.ndim),
+                      feature_group_count=groups, precision=self.precision)
+        if _xla_would_misread(inputs.shape[1:-1], self.kernel_size, (1,) * rank, pads, self.strides,
+                              self.kernel_dilation):
+            # A crop wider than the kernel span at the start (or added zeros at the start with a crop at the
+            # end, for the input gradient) is a padding XLA:CPU misreads; dilate, pad and crop the input here
+            # instead, then convolve VALID.
+            y = lax.conv_general_dilated(_pad_spatial(inputs, pads, dilation=self.strides), flipped, (1,) * rank,
+                                         "VALID", **common)
+        else:
+            y = lax.conv_general_dilated(inputs, flipped, (1,) * rank, pads, lhs_dilation=self.strides, **common)
         return y if bias is None else y + bias
 
 
@@ -229,15 +337,18 @@ class DepthwiseSeparableConv(nn.Module):
     """Depthwise convolution (one filter per input channel) followed by a pointwise 1x1 convolution.
 
     Submodules: `depthwise`, a `Conv` with `feature_group_count = in_channels`, `in_channels * depth_multiplier`
-    outputs and no bias; `pointwise`, a `PointwiseConv` with the bias. Parameters: k * in * m + in * m * features
-    (+ features), against k * in * features for a full `Conv`.
+    outputs and (by default) no bias; `pointwise`, a `PointwiseConv` with the bias. Parameters: k * in * m +
+    in * m * features (+ features, + in * m with `depthwise_bias`), against k * in * features for a full `Conv`.
 
     Attributes:
       features: output channels.
       kernel_size: depthwise window per spatial dim; an int means `(k,)`.
-      strides, padding, kernel_dilation: of the depthwise convolution, as in `Conv` (padding default "SAME").
+      strides, padding, kernel_dilation, padding_mode: of the depthwise convolution, as in `Conv` (padding
+        default "SAME", padding_mode default "zeros").
       depth_multiplier: depthwise outputs per input channel (default 1).
       use_bias: bias on the pointwise convolution (default True).
+      depthwise_bias: a bias on the depthwise convolution too, `depthwise/bias` [in_channels * depth_multiplier]
+        (default False), as a PyTorch port of `Conv2d(groups=in_channels)` with its default `bias=True` has.
       dtype, param_dtype, precision: as in `Conv`.
       kernel_init: for both kernels (Flax's default `lecun_normal()`).
       bias_init: zeros.
@@ -255,6 +366,8 @@ class DepthwiseSeparableConv(nn.Module):
     precision: Any = None
     kernel_init: Initializer = _default_kernel_init
     bias_init: Initializer = nn.initializers.zeros_init()
+    padding_mode: str = "zeros"
+    depthwise_bias: bool = False
 
     @nn.compact
     def __call__(self, inputs: Array) -> Array:
@@ -263,13 +376,16 @@ class DepthwiseSeparableConv(nn.Module):
         Returns:
           <dtype>[batch, *out_spatial, features], out sizes as `Conv` with the same kernel, stride and padding.
         """
-        multiplier = positive_ints(self.depth_multiplier, 1, type(self).__name__, "depth_multiplier")[0]
+        owner = type(self).__name__
+        multiplier = positive_ints(self.depth_multiplier, 1, owner, "depth_multiplier")[0]
+        depthwise_bias = flag(self.depthwise_bias, owner, "depthwise_bias")
+        padding_mode = canonical_padding_mode(self.padding_mode, owner)
         in_channels = inputs.shape[-1]
         common = dict(dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision,
                       kernel_init=self.kernel_init)
         y = Conv(in_channels * multiplier, self.kernel_size, strides=self.strides, padding=self.padding,
-                 kernel_dilation=self.kernel_dilation, feature_group_count=in_channels, use_bias=False,
-                 name="depthwise", **common)(inputs)
+                 kernel_dilation=self.kernel_dilation, feature_group_count=in_channels, use_bias=depthwise_bias,
+                 bias_init=self.bias_init, padding_mode=padding_mode, name="depthwise", **common)(inputs)
         return PointwiseConv(self.features, use_bias=self.use_bias, bias_init=self.bias_init, name="pointwise",
                              **common)(y)
 

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from jaxcnn.errors import ConfigError
-from jaxcnn.layers._checks import Padding, PaddingLike, Pair, canonical_padding, per_dim, positive_ints
+from jaxcnn.layers._checks import Padding, PaddingLike, Pair, canonical_padding, flag, per_dim, positive_ints
 
 
 class ReceptiveField(NamedTuple):
@@ -96,20 +96,58 @@ def conv_output_size(n: int, kernel: int, stride: int = 1, padding: PaddingLike 
     return _conv_size("conv_output_size", n, kernel, stride, padding, dilation)
 
 
-def pool_output_size(n: int, window: int, stride: int | None = None, padding: PaddingLike = "VALID") -> int:
-    """Output size of `max_pool`/`avg_pool` along one spatial dim; `stride` defaults to `window`, as in the pools."""
-    return _conv_size("pool_output_size", n, window, window if stride is None else stride, padding, 1)
+def pool_output_size(n: int, window: int, stride: int | None = None, padding: PaddingLike = "VALID",
+                     dilation: int = 1, ceil_mode: bool = False) -> int:
+    """Output size of `max_pool`/`avg_pool` along one spatial dim, as PyTorch computes it.
+
+    Args:
+      n, padding: as `explicit_padding`.
+      window: window size along the dim.
+      stride: step between windows; default the window, as in the pools.
+      dilation: spacing between window taps (PyTorch's max pool `dilation`).
+      ceil_mode: round the division up, so a last, partial window covers what floor would drop (PyTorch's
+        `ceil_mode`); that window must still start inside the input or its left padding, else it is dropped.
+
+    Returns:
+      floor_or_ceil((n + lo + hi - dilation * (window - 1) - 1) / stride) + 1, less 1 when ceil mode's last
+      window would start at or after n + lo.
+    """
+    owner = "pool_output_size"
+    return _conv_size(owner, n, window, window if stride is None else stride, padding, dilation,
+                      flag(ceil_mode, owner, "ceil_mode"))
 
 
-def _conv_size(owner: str, n: int, kernel: int, stride: int, padding: PaddingLike, dilation: int) -> int:
+def _conv_size(owner: str, n: int, kernel: int, stride: int, padding: PaddingLike, dilation: int,
+               ceil_mode: bool = False) -> int:
     n, kernel, stride, dilation, padding = _checked(owner, padding, n=n, kernel=kernel, stride=stride,
                                                     dilation=dilation)
     lo, hi = _pads(n, kernel, stride, padding, dilation)
     span = _span(kernel, dilation)
-    if n + lo + hi < span:
+    extra = _ceil_extra(n, kernel, stride, (lo, hi), dilation) if ceil_mode else 0
+    if n + lo + hi + extra < span:
         raise ConfigError(f"{owner}: input size {n} padded by ({lo}, {hi}) is shorter than the kernel span {span}; "
                           f"the output would be empty (pad the input to at least {span - lo - hi})")
-    return (n + lo + hi - span) // stride + 1
+    return _ceil_out(n, kernel, stride, (lo, hi), dilation) if ceil_mode else (n + lo + hi - span) // stride + 1
+
+
+def _ceil_out(n: int, kernel: int, stride: int, pads: Pair, dilation: int) -> int:
+    """PyTorch's `pooling_output_shape_pad_lr` in ceil mode: ceil((n + lo + hi - span) / stride) + 1, less one
+    when the last window would start at or after n + lo (in the right padding). Within PyTorch's own limits
+    (symmetric padding of at most half the window) that only drops a window ceil added; with a wider right
+    padding it can also drop a floor window made of padding alone, as PyTorch's formula does."""
+    lo, hi = pads
+    out = -(-(n + lo + hi - _span(kernel, dilation)) // stride) + 1
+    return out - 1 if (out - 1) * stride >= n + lo else out
+
+
+def _ceil_extra(n: int, kernel: int, stride: int, pads: Pair, dilation: int) -> int:
+    """Positions that PyTorch's `ceil_mode` adds after the hi padding, for one more, partial, window (0 when the
+    windows already fit exactly, or when that window would start in the right padding; see `_ceil_out`). An
+    input shorter than the window by less than a stride thus still gets one window."""
+    lo, hi = pads
+    span = _span(kernel, dilation)
+    out = _ceil_out(n, kernel, stride, pads, dilation)
+    return max((out - 1) * stride + span - (n + lo + hi), 0)
 
 
 def transposed_cropping(kernel: int, stride: int = 1, padding: PaddingLike = "VALID", dilation: int = 1) -> Pair:
@@ -206,3 +244,22 @@ def _layer_pads(owner: str, spatial: Sequence[int], kernel: Sequence[int], strid
                               f"{_span(k, d)} with padding {p}; pad inputs to at least {_span(k, d) - lo - hi}")
         pads.append((lo, hi))
     return tuple(pads)
+
+
+def _pool_pads(owner: str, spatial: Sequence[int], window: Sequence[int], strides: Sequence[int], padding: Padding,
+               dilation: Sequence[int], ceil_mode: bool) -> tuple[tuple[int, int, int], ...]:
+    """(lo, hi, extra) per spatial dim for a pool: its padding, checked as `_layer_pads` does, and the positions
+    `ceil_mode` adds after hi (0 without it). Padding and extra differ for an average: PyTorch counts padding
+    in the divisor (`count_include_pad`) but never the extra positions."""
+    if not ceil_mode:
+        return tuple((lo, hi, 0) for lo, hi in _layer_pads(owner, spatial, window, strides, padding, dilation))
+    out = []
+    for dim, (n, k, s, p, d) in enumerate(zip(spatial, window, strides, per_dim(padding, len(window)), dilation)):
+        lo, hi = _pads(n, k, s, p, d)
+        extra = _ceil_extra(n, k, s, (lo, hi), d)
+        if n + lo + hi + extra < _span(k, d):
+            raise ConfigError(f"{owner}: input size {n} along spatial dim {dim} is shorter than the kernel span "
+                              f"{_span(k, d)} with padding {p}, even in ceil mode; pad inputs to at least "
+                              f"{_span(k, d) - lo - hi - s + 1}")
+        out.append((lo, hi, extra))
+    return tuple(out)

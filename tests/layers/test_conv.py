@@ -21,6 +21,7 @@ from jaxcnn.layers import (
     global_max_pool,
     masked_max_over_time,
     sequence_mask,
+    transposed_cropping,
 )
 
 from . import np_reference as ref
@@ -392,3 +393,128 @@ def test_multiscale_projected_inputs_equal_the_plain_call(padding):
                                atol=1e-6)
     with pytest.raises(ConfigError, match=r"projected inputs need .* 25 channels"):
         bank.apply(variables, x, mask, projected=True)
+
+
+# --- padding modes ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode,expected", [("zeros", [3, 6, 5]), ("reflect", [5, 6, 7]), ("circular", [6, 6, 6]),
+                                           ("replicate", [4, 6, 8])])
+def test_padding_modes_by_hand(mode, expected):
+    # [1, 2, 3] padded by one on each side: zeros 0|123|0, reflect 2|123|2, circular 3|123|1, replicate 1|123|3;
+    # a ones kernel of width 3 sums each window.
+    x = jnp.arange(1.0, 4.0).reshape(1, 3, 1)
+    y = Conv(1, 3, padding=1, padding_mode=mode, use_bias=False).apply({"params": {"kernel": jnp.ones((3, 1, 1))}}, x)
+    np.testing.assert_array_equal(y[0, :, 0], expected)
+
+
+@pytest.mark.parametrize("mode", ["circular", "reflect", "replicate"])
+@pytest.mark.parametrize("padding,stride,dilation,groups", [("SAME", 1, 1, 1), ("CAUSAL", 2, 2, 2), ((3, 1), 1, 1, 2),
+                                                            (2, 3, 1, 1)])
+def test_padding_modes_1d_match_numpy_with_gradients(mode, padding, stride, dilation, groups):
+    x, kernel, bias = rand((2, 7, 4)), rand((3, 4 // groups, 6), 1), rand((6,), 2)
+    module = Conv(6, 3, strides=stride, padding=padding, kernel_dilation=dilation, feature_group_count=groups,
+                  padding_mode=mode)
+    pairs = [ref.pads(7, 3, stride, dilation, padding)]
+    y, vjp = jax.vjp(lambda x, w: module.apply({"params": {"kernel": w, "bias": bias}}, x), x, kernel)
+    g = rand(y.shape, 3)
+    want, dx, dw, _ = ref.conv_and_grads(x, kernel, bias, (stride,), pairs, (dilation,), groups, mode, g)
+    assert y.shape == want.shape
+    np.testing.assert_allclose(y, want, atol=1e-5, rtol=1e-5)
+    for got, expected in zip(vjp(jnp.asarray(g)), (dx, dw)):
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["circular", "reflect", "replicate"])
+def test_padding_modes_2d_and_separable_match_numpy(mode):
+    x = rand((2, 5, 6, 3))
+    kernel, bias = rand((3, 2, 3, 4), 1), rand((4,), 2)
+    pairs = [(2, 0), (1, 1)]
+    y = Conv(4, (3, 2), padding=((2, 0), 1), kernel_dilation=(1, 2), padding_mode=mode).apply(
+        {"params": {"kernel": kernel, "bias": bias}}, x)
+    np.testing.assert_allclose(y, ref.conv(x, kernel, bias, (1, 1), pairs, (1, 2), mode=mode), atol=1e-5)
+    module = DepthwiseSeparableConv(4, (3, 3), padding="SAME", padding_mode=mode, depthwise_bias=True)
+    p = random_variables(module, x)["params"]
+    depth = ref.conv(x, p["depthwise"]["kernel"], p["depthwise"]["bias"], (1, 1), [(1, 1), (1, 1)], (1, 1), 3, mode)
+    expected = depth @ np.asarray(p["pointwise"]["kernel"]).reshape(3, 4) + p["pointwise"]["bias"]
+    np.testing.assert_allclose(module.apply({"params": p}, x), expected, atol=1e-5)
+
+
+def test_every_route_creates_flax_parameters():
+    # The explicit routes (a padding mode, a pad XLA would misread) make the same parameters as flax.linen.Conv.
+    import flax.linen as nn
+
+    x = jnp.zeros((1, 9, 4))
+    expected = nn.Conv(6, (3,), padding=[(6, 1)], feature_group_count=2).init(KEY, x)
+    for module in (Conv(6, 3, padding=(6, 1), feature_group_count=2),
+                   Conv(6, 3, padding=(6, 1), feature_group_count=2, padding_mode="circular")):
+        jax.tree.map(np.testing.assert_array_equal, module.init(KEY, x), expected)
+
+
+@pytest.mark.parametrize("build,shape,fragment", [
+    (lambda: Conv(4, 3, padding_mode="wrap"), None, "Conv.padding_mode: expected one of zeros, circular"),
+    (lambda: Conv(4, 3, padding_mode=None), None, "Conv.padding_mode"),
+    (lambda: Conv(4, 3, padding_mode="reflect", input_dilation=2), None, "needs input_dilation 1"),
+    (lambda: Conv(4, 3, padding=3, padding_mode="reflect"), (1, 3, 2), "reflect padding (3, 3) along spatial dim 0 "
+                                                                       "must be smaller than the input size 3"),
+    (lambda: Conv(4, 3, padding=(4, 0), padding_mode="circular"), (1, 3, 2), "must be at most the input size 3"),
+    (lambda: DepthwiseSeparableConv(4, 3, padding_mode="mirror"), (1, 5, 2), "DepthwiseSeparableConv.padding_mode"),
+    (lambda: DepthwiseSeparableConv(4, 3, depthwise_bias="yes"), (1, 5, 2), "DepthwiseSeparableConv.depthwise_bias"),
+])
+def test_padding_mode_errors_are_one_line_config_errors(build, shape, fragment):
+    with pytest.raises(ConfigError) as error:
+        module = build()
+        abstract(module, jnp.zeros(shape))
+    assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
+# --- grouped ConvTranspose, depthwise bias ------------------------------------------------------------------------
+
+def test_grouped_conv_transpose_shapes_and_block_structure():
+    y, variables = abstract(ConvTranspose(6, 3, strides=2, feature_group_count=2), jnp.zeros((1, 4, 4)))
+    assert variables["params"]["kernel"].shape == (3, 2, 6) and y.shape == (1, 8, 6)
+    x = rand((1, 4, 4))
+    module = ConvTranspose(6, 3, strides=2, feature_group_count=2)
+    v = random_variables(module, x)
+    changed = x.copy()
+    changed[..., 2:] += 5.0  # the second input group feeds the second output group only
+    np.testing.assert_allclose(module.apply(v, changed)[..., :3], module.apply(v, x)[..., :3], atol=1e-6)
+    with pytest.raises(ConfigError, match=r"ConvTranspose.feature_group_count: 4 does not divide features 6"):
+        ConvTranspose(6, 3, feature_group_count=4)
+    with pytest.raises(ConfigError, match=r"does not divide the input's 3 channels"):
+        abstract(ConvTranspose(6, 3, feature_group_count=2), jnp.zeros((1, 4, 3)))
+
+
+@pytest.mark.parametrize("stride,padding,dilation", [(1, "SAME", 1), (2, "VALID", 2), (3, (1, 0), 1), (2, (4, -1), 1)])
+def test_grouped_conv_transpose_matches_numpy(stride, padding, dilation):
+    x, kernel, bias = rand((2, 4, 6)), rand((3, 2, 6), 1), rand((6,), 2)
+    y = ConvTranspose(6, 3, strides=stride, padding=padding, kernel_dilation=dilation, feature_group_count=3).apply(
+        {"params": {"kernel": kernel, "bias": bias}}, x)
+    crop = transposed_cropping(3, stride, padding, dilation)
+    np.testing.assert_allclose(y, ref.conv_transpose(x, kernel, bias, (stride,), [crop], (dilation,), 3), atol=1e-5)
+
+
+def test_grouped_conv_transpose_is_the_adjoint_of_grouped_conv():
+    # Conv kernel [k, C/G, F] maps C -> F; its adjoint maps F -> C with kernel [k, F/G, C], block by block.
+    groups, c, f = 2, 4, 6
+    w = rand((3, c // groups, f), 1)
+    adjoint = w.reshape(3, c // groups, groups, f // groups).transpose(0, 3, 2, 1).reshape(3, f // groups, c)
+    x = rand((1, 10, c), 2)
+    cx = Conv(f, 3, strides=2, padding="SAME", feature_group_count=groups, use_bias=False).apply(
+        {"params": {"kernel": w}}, x)
+    y = rand(cx.shape, 3)
+    ty = ConvTranspose(c, 3, strides=2, padding="SAME", feature_group_count=groups, use_bias=False).apply(
+        {"params": {"kernel": adjoint}}, y)
+    np.testing.assert_allclose(float(jnp.vdot(cx, y)), float(jnp.vdot(x, ty)), rtol=1e-5)
+
+
+def test_depthwise_bias_parameters_and_value():
+    x = rand((2, 5, 3))
+    module = DepthwiseSeparableConv(4, 3, depth_multiplier=2, depthwise_bias=True)
+    p = random_variables(module, x)["params"]
+    assert p["depthwise"]["bias"].shape == (6,)
+    assert count_params(p) == conv_param_count(3, 6, 3, groups=3) + conv_param_count(6, 4, 1)
+    # With a zero depthwise kernel only the biases remain: pointwise(depthwise bias) + pointwise bias, everywhere.
+    p["depthwise"]["kernel"] = np.zeros_like(p["depthwise"]["kernel"])
+    expected = np.asarray(p["depthwise"]["bias"]) @ np.asarray(p["pointwise"]["kernel"]).reshape(6, 4) + \
+        p["pointwise"]["bias"]
+    np.testing.assert_allclose(module.apply({"params": p}, x), np.broadcast_to(expected, (2, 5, 4)), atol=1e-5)
