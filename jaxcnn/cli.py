@@ -145,6 +145,22 @@ def build_parser() -> ArgumentParser:
     pr.add_argument("--checkpoint", choices=("best", "latest"), default="best",
                     help="the variables of the best dev epoch (default), or of the latest")
 
+    ex = sub.add_parser("explain", help="why each input got its label: the logits split over the deciding n-grams "
+                        "(one JSON line per input)")
+    ex.add_argument("--workdir", required=True, help="the trained Kim CNN's workdir (jaxcnn train on text)")
+    ex.add_argument("texts", nargs="*", help="sentences; none: read --file or standard input, one per line")
+    ex.add_argument("--file", help="one sentence per line ('-' for standard input)")
+    ex.add_argument("--batch-size", type=int, default=256, help="inputs per batch (default: 256)")
+    ex.add_argument("--checkpoint", choices=("best", "latest"), default="best",
+                    help="the variables of the best dev epoch (default), or of the latest")
+    ex.add_argument("--format", choices=("json", "text"), default="json",
+                    help="json: one record per input (default); text: the sentence with its deciding n-grams "
+                         "marked (colour on a terminal)")
+    ex.add_argument("--html", help="also write a self-contained HTML page: each sentence's tokens shaded by their "
+                    "contribution to each class")
+    ex.add_argument("--steps", type=int, default=None,
+                    help="integrated-gradient points for a head with hidden layers or normalization (default 64)")
+
     add_experiment_parsers(sub)  # cv, search, ensemble, reproduce
     sub.add_parser("bench", help="speed and memory benchmarks: python scripts/benchmark.py (its --help says more)",
                    add_help=False)
@@ -340,7 +356,44 @@ def cmd_predict(ns: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "bench": cmd_bench,
+def cmd_explain(ns: argparse.Namespace) -> int:
+    from jaxcnn.explain_views import html_page, text_line
+    from jaxcnn.predict import Predictor
+
+    if ns.batch_size < 1:
+        raise ConfigError(f"--batch-size: must be >= 1, got {ns.batch_size}")
+    if ns.steps is not None and ns.steps < 1:
+        raise ConfigError(f"--steps: must be >= 1, got {ns.steps}")
+    predictor = Predictor.from_workdir(ns.workdir, checkpoint=ns.checkpoint)
+    out, colour = sys.stdout.buffer, sys.stdout.isatty()
+    kept = []
+    for chunk in _chunks_of(_inputs(ns), ns.batch_size):
+        for record in predictor.explain(chunk, ns.batch_size, ns.steps):
+            line = json.dumps(record, ensure_ascii=False) if ns.format == "json" else text_line(record, colour)
+            out.write((line + "\n").encode("utf-8"))
+            if ns.html:
+                kept.append(record)
+        out.flush()
+    if ns.html:
+        from jaxcnn.train.workdir import atomic_write_bytes
+
+        atomic_write_bytes(ns.html, html_page(kept, predictor.label_names).encode("utf-8"))
+    return 0
+
+
+def _chunks_of(items, size: int):
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "explain": cmd_explain,
+            "bench": cmd_bench,
             "cv": cmd_cv, "search": cmd_search, "ensemble": cmd_ensemble, "reproduce": cmd_reproduce}
 
 

@@ -256,6 +256,35 @@ class Predictor:
                        "label": self.label_names[int(np.argmax(p))],
                        "probabilities": {name: float(q) for name, q in zip(self.label_names, p)}}
 
+    # -- explanation ------------------------------------------------------------------------------------------
+    def explain(self, texts: Sequence[str], batch_size: int = 256, steps: int | None = None
+                ) -> list[dict[str, Any]]:
+        """Why each text got its label: one record per text (see `jaxcnn.explain`): the logits split exactly into
+        the head's bias and the contributions of the n-grams that won the filters (`"method": "exact"`), or, for
+        a head with hidden layers or normalization, integrated gradients over `steps` points."""
+        from jaxcnn import explain as explain_lib
+        from jaxcnn.models.text_cnn import TextCNN
+
+        if self.method is not None:
+            raise WorkdirError(f"an ensemble ({self.method}) combines several models' votes and has no single "
+                               f"decomposition; explain one of its programs' workdirs")
+        p = self.program
+        model = p.task.model(p.cfg, p.data)
+        if not isinstance(model, TextCNN):
+            raise WorkdirError(f"explain takes a Kim CNN (jaxcnn train on text), not a {type(model).__name__}")
+        state = self.state
+        variables = {"params": state.params, **state.model_state}
+        encoder = p.data.encoder
+        out = []
+        for chunk in _chunks(list(texts), batch_size):
+            token_lists = encoder.tokenizer.batch(chunk)
+            enc = encoder.encode_tokens(token_lists)
+            shown = [(["<s>"] if encoder.vocab.bos_eos else []) + list(t[: int(n) - (2 if encoder.vocab.bos_eos else 0)])
+                     + (["</s>"] if encoder.vocab.bos_eos else []) for t, n in zip(token_lists, enc.lengths)]
+            out += explain_lib.records(model, variables, enc.ids, chunk, shown, self.label_names,
+                                       steps or explain_lib.IG_STEPS)
+        return out
+
     # -- evaluation -------------------------------------------------------------------------------------------
     def evaluate_inputs(self, inputs: Any, labels: np.ndarray, batch_size: int = 500) -> dict[str, Any]:
         """Metrics (loss, accuracy, macro-F1, per-class precision/recall, confusion) over labelled inputs."""

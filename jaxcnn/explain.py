@@ -1,0 +1,216 @@
+"""Why a sentence got its label: each logit of Kim's CNN split exactly over the n-grams that decided it.
+
+With max, k-max or average pooling over time and a linear head, at evaluation time
+
+    logit_c = b_c + sum over pooled slots s of W[s, c] * scale * pooled_s,   pooled_s = sum_t A[s, t] * h_f(s)(t)
+
+where `A` selects the winning window of each filter (max: one; k-max: k; average: every real window, 1/n each)
+and `scale` is Kim's test-time dropout factor (1 - p; 1 for inverted dropout). So every logit is the head's bias
+plus the contributions of the windows (n-grams) that won at least one filter: `"method": "exact"`.
+
+Within a window the convolution is linear, `pre_f = b_f + sum_j x[t + j] . K_f[j]`, and `h = act(pre)`; a
+window's contribution splits over its tokens in proportion (`act(pre) / pre`, 1 for a positive ReLU), with what
+no token carries (the filters' own bias, and act(0) where pre is 0) kept apart as `filter_bias`.
+
+A head that is not linear (hidden layers, normalization) is explained by integrated gradients from the zero
+embedding (every position's vector zero, the sentence's positions kept): token attributions that add up, with
+the logits at the zero embedding as `bias`, to the logits up to the integration error, which shrinks with
+`steps` (`"method": "integrated_gradients"`). Each token is then its own n-gram.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcnn import layers
+from jaxcnn.models.text_cnn import TextCNN
+
+EXACT, INTEGRATED = "exact", "integrated_gradients"
+IG_STEPS = 64
+
+
+def is_exact(model: TextCNN) -> bool:
+    """Whether the exact decomposition applies: pooled features straight into the linear head."""
+    return not model.hidden and model.norm == "none"
+
+
+def embedded(params: Mapping[str, Any], ids: jax.Array, pad_id: int = 0) -> jax.Array:
+    """<float32>[batch, length, dim] what the convolution sees: the tables' rows summed (multichannel: each filter
+    sees both channels, summed), zero at padding."""
+    tables = [params[name]["embedding"] for name in ("embed", "embed_static") if name in params]
+    x = functools.reduce(jnp.add, [jnp.take(t, ids, axis=0) for t in tables])
+    return jnp.where((ids != pad_id)[..., None], x, 0.0)
+
+
+def _selection(model: TextCNN, h: jax.Array, window_mask: jax.Array) -> jax.Array:
+    """<float32>[batch, k, T, F]: how much each window's activation enters each pooled slot (as the model pools)."""
+    batch, length, maps = h.shape
+    valid = window_mask[..., None]
+    if model.pooling == "avg":
+        n = jnp.maximum(window_mask.sum(1), 1)[:, None, None, None]
+        return jnp.broadcast_to(valid[:, None] / n, (batch, 1, length, maps)).astype(h.dtype)
+    if model.pooling == "max":
+        best = jnp.argmax(jnp.where(valid, h, -jnp.inf), axis=1)  # [batch, F]: the first maximum, as jnp.max
+        onehot = jnp.arange(length)[None, :, None] == best[:, None, :]
+        return (onehot & jnp.any(valid, axis=1)[:, None, :])[:, None].astype(h.dtype)
+    # k-max, as layers.k_max_pool picks: top k of the real windows, then back in time order; short rows: none.
+    values = jnp.swapaxes(jnp.where(valid, h, -jnp.inf), 1, 2)  # [batch, F, T]
+    _, picked = jax.lax.top_k(values, model.k)
+    real = jnp.take_along_axis(jnp.swapaxes(jnp.broadcast_to(valid, h.shape), 1, 2), picked, -1)
+    keys = jnp.sort(jnp.where(real, picked, picked + length), axis=-1)  # [batch, F, k]
+    onehot = (keys[..., None] == jnp.arange(length)) & (keys[..., None] < length)  # [batch, F, k, T]
+    return jnp.transpose(onehot, (0, 2, 3, 1)).astype(h.dtype)
+
+
+def exact(model: TextCNN, params: Mapping[str, Any], ids: jax.Array) -> dict[str, jax.Array]:
+    """The exact decomposition of a batch (`exact_jit`: the same, jitted with the model static).
+
+    Args:
+      model: a `TextCNN` with `is_exact(model)`. params: its parameters. ids: <int32>[batch, length].
+
+    Returns:
+      logits <float32>[B, C]; bias [C] (the head's); windows: {width: <float32>[B, length - width + 1, C]} each
+      window's contribution (0 for windows that won nothing); tokens [B, length, C]; filter_bias [B, C];
+      such that for every row, bias + sum of all windows' contributions == logits, and
+      sum of tokens + filter_bias == sum of windows.
+    """
+    mask = ids != model.pad_id
+    x = embedded(params, ids, model.pad_id)
+    head_w, head_b = params["head"]["kernel"], params["head"]["bias"]
+    scale = (1.0 - model.dropout) if model.dropout_scaling == "kim" else 1.0
+    act = layers.get_activation(model.activation)
+    k = model.k if model.pooling == "kmax" else 1
+    batch, length, _ = x.shape
+    classes = head_w.shape[1]
+    windows, tokens, filter_bias, offset = {}, jnp.zeros((batch, length, classes)), jnp.zeros((batch, classes)), 0
+    for width in model.windows:
+        conv = params["bank"][f"conv_w{width}"]
+        kernel, conv_b = conv["kernel"], conv["bias"]  # [w, D, F], [F]
+        span = length - width + 1
+        taps = jnp.stack([jnp.einsum("btd,df->btf", x[:, j:j + span], kernel[j],
+                                     precision=jax.lax.Precision.HIGHEST) for j in range(width)], axis=2)
+        pre = taps.sum(2) + conv_b  # [B, T, F]
+        h = act(pre)
+        select = _selection(model, h, layers.conv_output_mask(mask, width))  # [B, k, T, F]
+        maps = kernel.shape[-1]
+        w = head_w[offset:offset + k * maps].reshape(k, maps, classes) * scale
+        offset += k * maps
+        share = jnp.einsum("bktf,kfc->btfc", select, w, precision=jax.lax.Precision.HIGHEST)  # [B, T, F, C]
+        windows[width] = jnp.einsum("btf,btfc->btc", h, share, precision=jax.lax.Precision.HIGHEST)
+        ratio = jnp.where(pre != 0, h / jnp.where(pre != 0, pre, 1.0), 0.0)
+        per_tap = jnp.einsum("btjf,btf,btfc->btjc", taps, ratio, share, precision=jax.lax.Precision.HIGHEST)
+        for j in range(width):
+            tokens = tokens.at[:, j:j + span].add(per_tap[:, :, j])
+        rest = h - ratio * taps.sum(2)  # ratio * conv bias, or act(0) where pre is 0
+        filter_bias = filter_bias + jnp.einsum("btf,btfc->bc", rest, share, precision=jax.lax.Precision.HIGHEST)
+    total = sum(v.sum(1) for v in windows.values())
+    return {"logits": head_b + total, "bias": head_b, "windows": windows, "tokens": tokens,
+            "filter_bias": filter_bias}
+
+
+exact_jit = jax.jit(exact, static_argnames=("model",))
+
+
+def _positional(params: Mapping[str, Any], rows: jax.Array) -> dict[str, Any]:
+    """Parameters whose tables hold one row per position (row 0: padding), so that a gradient is per position."""
+    names = [n for n in ("embed", "embed_static") if n in params]
+    table = jnp.concatenate([jnp.zeros((1, rows.shape[-1]), rows.dtype), rows])
+    out = dict(params)
+    out[names[0]] = {"embedding": table}
+    for name in names[1:]:
+        out[name] = {"embedding": jnp.zeros_like(table)}
+    return out
+
+
+@functools.partial(jax.jit, static_argnames=("model", "steps"))
+def integrated_gradients(model: TextCNN, variables: Mapping[str, Any], ids: jax.Array, steps: int = IG_STEPS
+                         ) -> dict[str, jax.Array]:
+    """Integrated gradients (midpoint rule, `steps` points) from the zero embedding, for any head.
+
+    Returns:
+      logits <float32>[B, C]; bias [B, C] (the logits at the zero embedding); tokens [B, length, C], with
+      bias + sum of tokens == logits up to the integration error.
+    """
+    params = variables["params"]
+    others = {k: v for k, v in variables.items() if k != "params"}
+    x = embedded(params, ids, model.pad_id)
+    positions = jnp.where(ids != model.pad_id, jnp.arange(1, ids.shape[1] + 1), 0)
+
+    def logits_at(rows, pos):  # one example: rows [L, D]
+        v = {"params": _positional(params, rows), **others}
+        return model.apply(v, pos[None], train=False)[0]
+
+    def one(rows, pos):
+        alphas = (jnp.arange(steps) + 0.5) / steps
+        grads = jax.vmap(lambda a: jax.jacrev(logits_at)(a * rows, pos))(alphas)  # [steps, C, L, D]
+        tokens = jnp.einsum("scld,ld->lc", grads, rows) / steps
+        return logits_at(rows, pos), logits_at(jnp.zeros_like(rows), pos), tokens
+
+    logits, bias, tokens = jax.vmap(one)(x, positions)
+    return {"logits": logits, "bias": bias, "tokens": tokens}
+
+
+def records(model: TextCNN, variables: Mapping[str, Any], ids: np.ndarray, texts: Sequence[str],
+            tokens: Sequence[Sequence[str]], label_names: Sequence[str], steps: int = IG_STEPS
+            ) -> list[dict[str, Any]]:
+    """One JSON-ready record per row of `ids` (see `jaxcnn explain`)."""
+    names = list(label_names)
+    if is_exact(model):
+        out = jax.device_get(exact_jit(model, variables["params"], jnp.asarray(ids)))
+        method = EXACT
+    else:
+        out = jax.device_get(integrated_gradients(model, variables, jnp.asarray(ids), steps))
+        method = INTEGRATED
+    result = []
+    for i, text in enumerate(texts):
+        logits = np.asarray(out["logits"][i], np.float64)
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        pred = int(np.argmax(logits))
+        row_ids = ids[i]
+        words = [None if t == 0 else w for t, w in zip(row_ids, _row_tokens(row_ids, tokens[i]))]
+        if method == EXACT:
+            bias = np.asarray(out["bias"], np.float64)
+            grams = []
+            for width, contrib in out["windows"].items():
+                for start in np.flatnonzero(np.any(contrib[i] != 0, axis=-1)):
+                    grams.append(_gram(int(start), int(start) + width, words, contrib[i, start], names))
+        else:
+            bias = np.asarray(out["bias"][i], np.float64)
+            grams = [_gram(int(p), int(p) + 1, words, out["tokens"][i, p], names)
+                     for p in np.flatnonzero(row_ids != model.pad_id)]
+        grams.sort(key=lambda g: -g["contributions"][names[pred]])
+        record = {"text": text, "tokens": [w for w in words if w is not None], "label": names[pred],
+                  "probabilities": dict(zip(names, map(float, probs))), "logits": dict(zip(names, map(float, logits))),
+                  "bias": dict(zip(names, map(float, bias))), "ngrams": grams,
+                  "token_contributions": [{"position": int(p), "token": words[p],
+                                           "contributions": dict(zip(names, map(float, out["tokens"][i, p])))}
+                                          for p in np.flatnonzero(row_ids != model.pad_id)],
+                  "method": method}
+        if method == EXACT:
+            record["filter_bias"] = dict(zip(names, map(float, out["filter_bias"][i])))
+        else:
+            record["steps"] = steps
+        result.append(record)
+    return result
+
+
+def _row_tokens(row_ids: np.ndarray, tokens: Sequence[str]) -> list[str | None]:
+    """The token string at each position of an encoded row (None at padding), in order."""
+    out: list[str | None] = [None] * len(row_ids)
+    it = iter(tokens)
+    for p in np.flatnonzero(row_ids != 0):
+        out[p] = next(it, None)
+    return out
+
+
+def _gram(start: int, end: int, words: Sequence[str | None], contrib: np.ndarray, names: Sequence[str]
+          ) -> dict[str, Any]:
+    return {"start": start, "end": end, "tokens": [w if w is not None else "<pad>" for w in words[start:end]],
+            "contributions": dict(zip(names, map(float, contrib)))}
