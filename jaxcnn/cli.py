@@ -367,29 +367,17 @@ def cmd_explain(ns: argparse.Namespace) -> int:
     predictor = Predictor.from_workdir(ns.workdir, checkpoint=ns.checkpoint)
     out, colour = sys.stdout.buffer, sys.stdout.isatty()
     kept = []
-    for chunk in _chunks_of(_inputs(ns), ns.batch_size):
-        for record in predictor.explain(chunk, ns.batch_size, ns.steps):
-            line = json.dumps(record, ensure_ascii=False) if ns.format == "json" else text_line(record, colour)
-            out.write((line + "\n").encode("utf-8"))
-            if ns.html:
-                kept.append(record)
-        out.flush()
+    for record in predictor.explain_stream(_inputs(ns), ns.batch_size, ns.steps):
+        line = json.dumps(record, ensure_ascii=False) if ns.format == "json" else text_line(record, colour)
+        out.write((line + "\n").encode("utf-8"))  # UTF-8 whatever the locale, as predict
+        out.flush()  # a record as soon as it is ready, also down a pipe
+        if ns.html:
+            kept.append(record)
     if ns.html:
         from jaxcnn.train.workdir import atomic_write_bytes
 
         atomic_write_bytes(ns.html, html_page(kept, predictor.label_names).encode("utf-8"))
     return 0
-
-
-def _chunks_of(items, size: int):
-    chunk = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "explain": cmd_explain,

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn import layers
+from jaxcnn.layers.pool import k_max_positions
 from jaxcnn.models.text_cnn import TextCNN
 
 EXACT, INTEGRATED = "exact", "integrated_gradients"
@@ -59,11 +60,7 @@ def _selection(model: TextCNN, h: jax.Array, window_mask: jax.Array) -> jax.Arra
         best = jnp.argmax(jnp.where(valid, h, -jnp.inf), axis=1)  # [batch, F]: the first maximum, as jnp.max
         onehot = jnp.arange(length)[None, :, None] == best[:, None, :]
         return (onehot & jnp.any(valid, axis=1)[:, None, :])[:, None].astype(h.dtype)
-    # k-max, as layers.k_max_pool picks: top k of the real windows, then back in time order; short rows: none.
-    values = jnp.swapaxes(jnp.where(valid, h, -jnp.inf), 1, 2)  # [batch, F, T]
-    _, picked = jax.lax.top_k(values, model.k)
-    real = jnp.take_along_axis(jnp.swapaxes(jnp.broadcast_to(valid, h.shape), 1, 2), picked, -1)
-    keys = jnp.sort(jnp.where(real, picked, picked + length), axis=-1)  # [batch, F, k]
+    keys = k_max_positions(h, model.k, window_mask)  # [batch, F, k], as layers.k_max_pool picks
     onehot = (keys[..., None] == jnp.arange(length)) & (keys[..., None] < length)  # [batch, F, k, T]
     return jnp.transpose(onehot, (0, 2, 3, 1)).astype(h.dtype)
 
@@ -117,17 +114,6 @@ def exact(model: TextCNN, params: Mapping[str, Any], ids: jax.Array) -> dict[str
 exact_jit = jax.jit(exact, static_argnames=("model",))
 
 
-def _positional(params: Mapping[str, Any], rows: jax.Array) -> dict[str, Any]:
-    """Parameters whose tables hold one row per position (row 0: padding), so that a gradient is per position."""
-    names = [n for n in ("embed", "embed_static") if n in params]
-    table = jnp.concatenate([jnp.zeros((1, rows.shape[-1]), rows.dtype), rows])
-    out = dict(params)
-    out[names[0]] = {"embedding": table}
-    for name in names[1:]:
-        out[name] = {"embedding": jnp.zeros_like(table)}
-    return out
-
-
 @functools.partial(jax.jit, static_argnames=("model", "steps"))
 def integrated_gradients(model: TextCNN, variables: Mapping[str, Any], ids: jax.Array, steps: int = IG_STEPS
                          ) -> dict[str, jax.Array]:
@@ -140,17 +126,26 @@ def integrated_gradients(model: TextCNN, variables: Mapping[str, Any], ids: jax.
     params = variables["params"]
     others = {k: v for k, v in variables.items() if k != "params"}
     x = embedded(params, ids, model.pad_id)
+    # One table row per position (row 0: padding), so that a gradient is per position; the rows are already the
+    # channels' sum, which the trainable `embed` of a rand model reads (a static table sits behind stop_gradient).
+    positional = model.clone(variant="rand", pad_id=0)
+    rest = {k: v for k, v in params.items() if k not in ("embed", "embed_static")}
     positions = jnp.where(ids != model.pad_id, jnp.arange(1, ids.shape[1] + 1), 0)
 
     def logits_at(rows, pos):  # one example: rows [L, D]
-        v = {"params": _positional(params, rows), **others}
-        return model.apply(v, pos[None], train=False)[0]
+        table = jnp.concatenate([jnp.zeros((1, rows.shape[-1]), rows.dtype), rows])
+        v = {"params": {**rest, "embed": {"embedding": table}}, **others}
+        return positional.apply(v, pos[None], train=False)[0]
 
     def one(rows, pos):
-        alphas = (jnp.arange(steps) + 0.5) / steps
-        grads = jax.vmap(lambda a: jax.jacrev(logits_at)(a * rows, pos))(alphas)  # [steps, C, L, D]
-        tokens = jnp.einsum("scld,ld->lc", grads, rows) / steps
-        return logits_at(rows, pos), logits_at(jnp.zeros_like(rows), pos), tokens
+        logits = logits_at(rows, pos)
+
+        def add(i, total):  # one point at a time: memory of one Jacobian [C, L, D], not of `steps`
+            return total + jax.jacrev(logits_at)((i + 0.5) / steps * rows, pos)
+
+        grads = jax.lax.fori_loop(0, steps, add, jnp.zeros((logits.shape[0], *rows.shape), rows.dtype))
+        tokens = jnp.einsum("cld,ld->lc", grads, rows) / steps
+        return logits, logits_at(jnp.zeros_like(rows), pos), tokens
 
     logits, bias, tokens = jax.vmap(one)(x, positions)
     return {"logits": logits, "bias": bias, "tokens": tokens}
@@ -174,7 +169,7 @@ def records(model: TextCNN, variables: Mapping[str, Any], ids: np.ndarray, texts
         probs /= probs.sum()
         pred = int(np.argmax(logits))
         row_ids = ids[i]
-        words = [None if t == 0 else w for t, w in zip(row_ids, _row_tokens(row_ids, tokens[i]))]
+        words = _row_tokens(row_ids, tokens[i], model.pad_id)
         if method == EXACT:
             bias = np.asarray(out["bias"], np.float64)
             grams = []
@@ -201,11 +196,11 @@ def records(model: TextCNN, variables: Mapping[str, Any], ids: np.ndarray, texts
     return result
 
 
-def _row_tokens(row_ids: np.ndarray, tokens: Sequence[str]) -> list[str | None]:
+def _row_tokens(row_ids: np.ndarray, tokens: Sequence[str], pad_id: int) -> list[str | None]:
     """The token string at each position of an encoded row (None at padding), in order."""
     out: list[str | None] = [None] * len(row_ids)
     it = iter(tokens)
-    for p in np.flatnonzero(row_ids != 0):
+    for p in np.flatnonzero(row_ids != pad_id):
         out[p] = next(it, None)
     return out
 

@@ -262,8 +262,14 @@ class Predictor:
         """Why each text got its label: one record per text (see `jaxcnn.explain`): the logits split exactly into
         the head's bias and the contributions of the n-grams that won the filters (`"method": "exact"`), or, for
         a head with hidden layers or normalization, integrated gradients over `steps` points."""
+        return list(self.explain_stream(texts, batch_size, steps))
+
+    def explain_stream(self, texts: Iterable[str], batch_size: int = 256, steps: int | None = None
+                       ) -> Iterator[dict[str, Any]]:
+        """Like `explain`, lazily, a batch at a time (any number of texts in bounded memory, in input order)."""
         from jaxcnn import explain as explain_lib
         from jaxcnn.models.text_cnn import TextCNN
+        from jaxcnn.tasks.text import row_length
 
         if self.method is not None:
             raise WorkdirError(f"an ensemble ({self.method}) combines several models' votes and has no single "
@@ -274,16 +280,18 @@ class Predictor:
             raise WorkdirError(f"explain takes a Kim CNN (jaxcnn train on text), not a {type(model).__name__}")
         state = self.state
         variables = {"params": state.params, **state.model_state}
-        encoder = p.data.encoder
-        out = []
-        for chunk in _chunks(list(texts), batch_size):
+        encoder, vocab = p.data.encoder, p.data.encoder.vocab
+        for chunk in _chunks(texts, batch_size):
             token_lists = encoder.tokenizer.batch(chunk)
             enc = encoder.encode_tokens(token_lists)
-            shown = [(["<s>"] if encoder.vocab.bos_eos else []) + list(t[: int(n) - (2 if encoder.vocab.bos_eos else 0)])
-                     + (["</s>"] if encoder.vocab.bos_eos else []) for t, n in zip(token_lists, enc.lengths)]
-            out += explain_lib.records(model, variables, enc.ids, chunk, shown, self.label_names,
-                                       steps or explain_lib.IG_STEPS)
-        return out
+            # The tokens each row kept, with the markers the row holds, for display beside the positions.
+            marks = 2 if vocab.bos_eos else 0
+            shown = [list(t[: int(n) - marks]) for t, n in zip(token_lists, enc.lengths)]
+            if marks:
+                shown = [[vocab.itos[vocab.bos_id], *t, vocab.itos[vocab.eos_id]] for t in shown]
+            ids = enc.ids[:, : row_length(p.cfg, p.data, int(enc.lengths.max(initial=0)))]  # as predict cuts rows
+            yield from explain_lib.records(model, variables, ids, chunk, shown, self.label_names,
+                                           steps or explain_lib.IG_STEPS)
 
     # -- evaluation -------------------------------------------------------------------------------------------
     def evaluate_inputs(self, inputs: Any, labels: np.ndarray, batch_size: int = 500) -> dict[str, Any]:

@@ -142,3 +142,14 @@ def test_text_format_marks_the_deciding_ngrams():
     assert "\x1b[1;32mgood\x1b[0m" in text_line(record, colour=True)
     assert "(no tokens)" in html_page([{**record, "text": "", "token_contributions": [], "bias": {"pos": 0, "neg": 0},
                                         "method": "exact"}], ["pos", "neg"])
+
+
+@pytest.mark.parametrize("variant", ["static", "multichannel"])
+def test_integrated_gradients_reach_a_frozen_table(variant):
+    """A static table sits behind stop_gradient in the model; its tokens still get their attributions."""
+    model, variables = random_model(variant=variant, hidden=(7,))
+    ids = jnp.asarray(ids_batch())
+    out = explain.integrated_gradients(model, variables, ids, 64)
+    logits = model.apply(variables, ids, train=False)
+    assert float(jnp.abs(out["tokens"][0]).max()) > 1e-3
+    assert float(jnp.abs(out["bias"] + out["tokens"].sum(1) - logits).max()) < 0.02

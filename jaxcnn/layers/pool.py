@@ -373,10 +373,22 @@ def k_max_pool(x: Array, k: int, mask: Array | None = None) -> Array:
     if mask is None:
         mask = jnp.ones(x.shape[:2], bool)
     check_mask(mask, x.shape[:2], owner)
+    values = jnp.swapaxes(x, 1, 2)  # [batch, channels, length]
+    keys = k_max_positions(x, k, mask)
+    out = jnp.where(keys < length, jnp.take_along_axis(values, keys % length, -1), 0)
+    return jnp.swapaxes(out, 1, 2).astype(x.dtype)
+
+
+def k_max_positions(x: Array, k: int, mask: Array) -> Array:
+    """Where `k_max_pool` takes its values from: <int32>[batch, channels, k] positions in time order; a slot
+    with no real position left (a row with fewer than k) holds a position >= length and is last.
+
+    Args:
+      x: <float>[batch, length, channels]. k: values per channel. mask: <bool>[batch, length].
+    """
+    length = x.shape[1]
     values = jnp.swapaxes(x, 1, 2)  # [batch, channels, length]: top_k works on the last axis
     valid = jnp.broadcast_to(jnp.asarray(mask, bool)[:, None, :], values.shape)
     _, picked = lax.top_k(jnp.where(valid, values, -jnp.inf), k)
     # Sorting by position restores the original order; shifting padding picks by `length` moves them last.
-    keys = jnp.sort(jnp.where(jnp.take_along_axis(valid, picked, -1), picked, picked + length), axis=-1)
-    out = jnp.where(keys < length, jnp.take_along_axis(values, keys % length, -1), 0)
-    return jnp.swapaxes(out, 1, 2).astype(x.dtype)
+    return jnp.sort(jnp.where(jnp.take_along_axis(valid, picked, -1), picked, picked + length), axis=-1)

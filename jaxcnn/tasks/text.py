@@ -245,17 +245,11 @@ class TextTask(BuiltinOrOwnModel):
         order = np.argsort(enc.lengths, kind="stable") if trim else np.arange(len(enc.ids))
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
-            length = self._trimmed_length(cfg, data, int(enc.lengths[rows].max())) if trim else data.encoder.length
+            length = row_length(cfg, data, int(enc.lengths[rows].max())) if trim else data.encoder.length
             batch = np.zeros((batch_size, length), np.int32)
             batch[: len(rows)] = enc.ids[rows, :length]
             yield rows, {"ids": batch}
 
-    @staticmethod
-    def _trimmed_length(cfg: Config, data: TextData, longest: int) -> int:
-        m, encoder = cfg.model, data.encoder
-        shortest = max(m.windows) + (m.k - 1 if m.pooling == "kmax" else 0)
-        need = max(longest + 2 * encoder.pad_width, shortest)
-        return min(-(-need // LENGTH_BUCKET) * LENGTH_BUCKET, encoder.length)
 
     def read_labelled(self, cfg: Config, data: TextData, path: str, fmt: str | None
                       ) -> tuple[list[str], np.ndarray, list[str]]:
@@ -264,6 +258,16 @@ class TextTask(BuiltinOrOwnModel):
                                  label_column=d.label_column)["train"]
         rows = ds[:]
         return rows["text"], np.asarray(rows["label"], np.int64), list(ds.features["label"].names)
+
+
+def row_length(cfg: Config, data: TextData, longest: int) -> int:
+    """The row length a batch of Kim's CNN needs for sentences of at most `longest` ids: Kim's padding on both
+    sides, at least one window (k for k-max), rounded up to a few lengths so that compilations stay few. Trailing
+    padding changes no logit (masked pooling), so prediction and explanation cut rows to it."""
+    m, encoder = cfg.model, data.encoder
+    shortest = max(m.windows) + (m.k - 1 if m.pooling == "kmax" else 0)
+    need = max(longest + 2 * encoder.pad_width, shortest)
+    return min(-(-need // LENGTH_BUCKET) * LENGTH_BUCKET, encoder.length)
 
 
 def available_memory() -> int | None:
