@@ -136,13 +136,13 @@ class TextTask(BuiltinOrOwnModel):
         encoder = data_lib.TextEncoder.fit([texts[i] for i in train], self.tokenizer(cfg),
                                            pad_width=max(m.windows) - 1, cap=d.max_len, min_freq=d.min_freq,
                                            max_size=d.max_vocab)
+        check_memory(len(texts), encoder.length, cfg)  # the length is fixed now: refuse before reading vectors
         tables = report = None
         if m.variant != "rand":
             trained = set(train.tolist())
             held_out = [r for r in dict.fromkeys(int(r) for s in splits for name in ("dev", "test") for r in s[name])
                         if r not in trained]
             tables, report, encoder = self._vectors(cfg, encoder, [texts[i] for i in held_out], seeds)
-        check_memory(len(texts), encoder.length, cfg)
         enc = encoder.encode(texts)
         return TextData(encoder, list(examples.label_names), {"ids": enc.ids, "label": examples.labels}, tables,
                         report, enc.cut, None if tables is None else int(next(iter(tables.values())).shape[1]),
