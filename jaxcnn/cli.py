@@ -161,6 +161,17 @@ def build_parser() -> ArgumentParser:
     ex.add_argument("--steps", type=int, default=None,
                     help="integrated-gradient points for a head with hidden layers or normalization (default 64)")
 
+    fi = sub.add_parser("filters", help="what each filter learned: the n-grams of a split that activate it most, and "
+                        "per class the n-grams that add the most to its logit (JSON)")
+    fi.add_argument("--workdir", required=True, help="the trained Kim CNN's workdir (jaxcnn train on text)")
+    fi.add_argument("--split", choices=("train", "dev", "test"), default="test",
+                    help="the split of the run's own data to read (default: test)")
+    fi.add_argument("--top", type=int, default=5, help="n-grams per filter and per class (default: 5)")
+    fi.add_argument("--data-dir", default=None, help="the data folder, if the data moved since training")
+    fi.add_argument("--checkpoint", choices=("best", "latest"), default="best",
+                    help="the variables of the best dev epoch (default), or of the latest")
+    fi.add_argument("--out", help="also write OUT.md (markdown tables) and OUT.png (per class, its top n-grams)")
+
     add_experiment_parsers(sub)  # cv, search, ensemble, reproduce
     sub.add_parser("bench", help="speed and memory benchmarks: python scripts/benchmark.py (its --help says more)",
                    add_help=False)
@@ -380,7 +391,26 @@ def cmd_explain(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_filters(ns: argparse.Namespace) -> int:
+    from jaxcnn.predict import Predictor
+
+    if ns.top < 1:
+        raise ConfigError(f"--top: must be >= 1, got {ns.top}")
+    predictor = Predictor.from_workdir(ns.workdir, checkpoint=ns.checkpoint)
+    texts, _ = predictor.split(ns.split, ns.data_dir)
+    report = predictor.filters(texts, ns.top)
+    if ns.out:
+        from jaxcnn.explain_views import filters_markdown, plot_filters
+        from jaxcnn.train.workdir import atomic_write_bytes
+
+        atomic_write_bytes(f"{ns.out}.md", filters_markdown(report).encode("utf-8"))
+        plot_filters(report, f"{ns.out}.png")
+    sys.stdout.buffer.write((json.dumps(report, ensure_ascii=False) + "\n").encode("utf-8"))
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "explain": cmd_explain,
+            "filters": cmd_filters,
             "bench": cmd_bench,
             "cv": cmd_cv, "search": cmd_search, "ensemble": cmd_ensemble, "reproduce": cmd_reproduce}
 

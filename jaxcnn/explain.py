@@ -196,6 +196,67 @@ def records(model: TextCNN, variables: Mapping[str, Any], ids: np.ndarray, texts
     return result
 
 
+@functools.partial(jax.jit, static_argnames=("model",))
+def _filter_maxima(model: TextCNN, params: Mapping[str, Any], ids: jax.Array) -> list[tuple[jax.Array, jax.Array]]:
+    """Per width: (<float32>[B, F] each filter's largest activation over the row's real windows, <int32>[B, F]
+    its window's start); -inf where the row has no real window."""
+    mask = ids != model.pad_id
+    x = embedded(params, ids, model.pad_id)
+    act = layers.get_activation(model.activation)
+    out = []
+    for width in model.windows:
+        conv = params["bank"][f"conv_w{width}"]
+        h = act(jax.lax.conv_general_dilated(x, conv["kernel"], (1,), "VALID", dimension_numbers=("NWC", "WIO", "NWC"),
+                                             precision=jax.lax.Precision.HIGHEST) + conv["bias"])
+        h = jnp.where(layers.conv_output_mask(mask, width)[..., None], h, -jnp.inf)
+        out.append((h.max(1), h.argmax(1)))
+    return out
+
+
+class FilterReport:
+    """Accumulates, batch by batch, what each filter of a Kim CNN learned (`jaxcnn filters`): the n-grams that
+    activate each filter most (Jacovi et al. 2018), and per class the n-grams whose exact contributions add up to
+    the most over the inputs."""
+
+    def __init__(self, model: TextCNN, label_names: Sequence[str], top: int = 5):
+        self.model, self.names, self.top = model, list(label_names), top
+        self.best: dict[tuple[int, int], dict[str, float]] = {}  # (width, filter) -> n-gram -> activation
+        self.totals = {name: {} for name in self.names}  # class -> n-gram -> [sum, count]
+
+    def add(self, params: Mapping[str, Any], ids: np.ndarray, tokens: Sequence[Sequence[str]]) -> None:
+        words = [_row_tokens(row, t, self.model.pad_id) for row, t in zip(ids, tokens)]
+        gram = lambda i, s, w: " ".join(x if x is not None else "<pad>" for x in words[i][s:s + w])  # noqa: E731
+        maxima = jax.device_get(_filter_maxima(self.model, params, jnp.asarray(ids)))
+        for width, (values, starts) in zip(self.model.windows, maxima):
+            for f in range(values.shape[1]):
+                seen = self.best.setdefault((width, f), {})
+                for i in np.argsort(-values[:, f])[: self.top]:
+                    if np.isfinite(values[i, f]):
+                        text = gram(i, int(starts[i, f]), width)
+                        seen[text] = max(seen.get(text, -np.inf), float(values[i, f]))
+                if len(seen) > self.top:  # keep the best `top`, so memory stays bounded
+                    self.best[(width, f)] = dict(sorted(seen.items(), key=lambda kv: -kv[1])[: self.top])
+        out = jax.device_get(exact_jit(self.model, params, jnp.asarray(ids)))
+        for width, contrib in out["windows"].items():
+            for i, start in zip(*np.nonzero(np.any(contrib != 0, axis=-1))):
+                text = gram(i, int(start), width)
+                for c, name in enumerate(self.names):
+                    total = self.totals[name].setdefault(text, [0.0, 0])
+                    total[0] += float(contrib[i, start, c])
+                    total[1] += 1
+
+    def result(self) -> dict[str, Any]:
+        """{"filters": [{"width", "filter", "top": [{"ngram", "activation"}]}], "classes": {label: [{"ngram",
+        "contribution" (summed over the inputs), "count" (inputs where it won a filter)}]}}."""
+        filters = [{"width": w, "filter": f, "top": [{"ngram": g, "activation": a}
+                                                    for g, a in sorted(seen.items(), key=lambda kv: -kv[1])]}
+                   for (w, f), seen in sorted(self.best.items())]
+        classes = {name: [{"ngram": g, "contribution": s, "count": n}
+                          for g, (s, n) in sorted(totals.items(), key=lambda kv: -kv[1][0])[: self.top]]
+                   for name, totals in self.totals.items()}
+        return {"filters": filters, "classes": classes}
+
+
 def _row_tokens(row_ids: np.ndarray, tokens: Sequence[str], pad_id: int) -> list[str | None]:
     """The token string at each position of an encoded row (None at padding), in order."""
     out: list[str | None] = [None] * len(row_ids)

@@ -69,3 +69,42 @@ def html_page(records: Sequence[Mapping[str, Any]], label_names: Sequence[str]) 
         parts.append(f"</table><div class='p'>{html.escape(r['method'])}; bias: {bias}</div></div>")
     parts.append("</body></html>")
     return "".join(parts)
+
+
+def filters_markdown(report: Mapping[str, Any], filters: int = 20) -> str:
+    """`jaxcnn filters` as markdown: per class the n-grams that add the most to its logit, then the first
+    `filters` filters with the n-grams that activate each most."""
+    lines = ["# What the filters learned", "", "## The n-grams that add the most to each class's logit", "",
+             "| class | n-gram | summed contribution | inputs |", "|---|---|---|---|"]
+    for name, grams in report["classes"].items():
+        lines += [f"| {_md(name)} | {_md(g['ngram'])} | {g['contribution']:+.3f} | {g['count']} |" for g in grams]
+    lines += ["", f"## The n-grams that activate each filter most (first {filters} of {len(report['filters'])})", "",
+              "| width | filter | n-grams (activation) |", "|---|---|---|"]
+    for f in report["filters"][:filters]:
+        grams = "; ".join(f"{_md(g['ngram'])} ({g['activation']:.2f})" for g in f["top"])
+        lines.append(f"| {f['width']} | {f['filter']} | {grams} |")
+    return "\n".join(lines) + "\n"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def plot_filters(report: Mapping[str, Any], path: str) -> None:
+    """A PNG: one panel per class, its top n-grams as horizontal bars of summed contribution."""
+    from matplotlib.figure import Figure
+
+    from jaxcnn.train.plots import _save_png
+
+    classes = list(report["classes"].items())
+    cols = min(3, len(classes)) or 1
+    rows = -(-len(classes) // cols) or 1
+    fig = Figure(figsize=(5 * cols, 0.45 * max((len(g) for _, g in classes), default=1) * rows + 1.2 * rows))
+    for k, (name, grams) in enumerate(classes):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        ax.barh([g["ngram"] for g in grams][::-1], [g["contribution"] for g in grams][::-1], color="tab:green")
+        ax.set_title(name)
+        ax.tick_params(axis="y", labelsize=8)
+        ax.set_xlabel("summed contribution to the logit")
+    fig.tight_layout()
+    _save_png(fig, path)

@@ -268,8 +268,29 @@ class Predictor:
                        ) -> Iterator[dict[str, Any]]:
         """Like `explain`, lazily, a batch at a time (any number of texts in bounded memory, in input order)."""
         from jaxcnn import explain as explain_lib
+
+        model, variables = self._kim_model()
+        for chunk, ids, shown in self._encoded(texts, batch_size):
+            yield from explain_lib.records(model, variables, ids, chunk, shown, self.label_names,
+                                           steps or explain_lib.IG_STEPS)
+
+    def filters(self, texts: Iterable[str], top: int = 5, batch_size: int = 256) -> dict[str, Any]:
+        """What each filter learned, over `texts` (e.g. a split: `self.split("test")[0]`): for every filter the
+        `top` n-grams that activate it most, and for every class the n-grams whose exact contributions to its
+        logit add up to the most (see `jaxcnn.explain.FilterReport`)."""
+        from jaxcnn import explain as explain_lib
+
+        model, variables = self._kim_model()
+        if not explain_lib.is_exact(model):
+            raise WorkdirError("filters needs the exact decomposition: a model without hidden layers or "
+                               "normalization")
+        report = explain_lib.FilterReport(model, self.label_names, top)
+        for _, ids, shown in self._encoded(texts, batch_size):
+            report.add(variables["params"], ids, shown)
+        return report.result()
+
+    def _kim_model(self) -> tuple[Any, dict[str, Any]]:
         from jaxcnn.models.text_cnn import TextCNN
-        from jaxcnn.tasks.text import row_length
 
         if self.method is not None:
             raise WorkdirError(f"an ensemble ({self.method}) combines several models' votes and has no single "
@@ -279,7 +300,13 @@ class Predictor:
         if not isinstance(model, TextCNN):
             raise WorkdirError(f"explain takes a Kim CNN (jaxcnn train on text), not a {type(model).__name__}")
         state = self.state
-        variables = {"params": state.params, **state.model_state}
+        return model, {"params": state.params, **state.model_state}
+
+    def _encoded(self, texts: Iterable[str], batch_size: int) -> Iterator[tuple[list[str], np.ndarray, list]]:
+        """(texts, <int32>[n, length] rows cut as predict cuts them, the tokens each row kept) per batch."""
+        from jaxcnn.tasks.text import row_length
+
+        p = self.program
         encoder, vocab = p.data.encoder, p.data.encoder.vocab
         for chunk in _chunks(texts, batch_size):
             token_lists = encoder.tokenizer.batch(chunk)
@@ -289,9 +316,7 @@ class Predictor:
             shown = [list(t[: int(n) - marks]) for t, n in zip(token_lists, enc.lengths)]
             if marks:
                 shown = [[vocab.itos[vocab.bos_id], *t, vocab.itos[vocab.eos_id]] for t in shown]
-            ids = enc.ids[:, : row_length(p.cfg, p.data, int(enc.lengths.max(initial=0)))]  # as predict cuts rows
-            yield from explain_lib.records(model, variables, ids, chunk, shown, self.label_names,
-                                           steps or explain_lib.IG_STEPS)
+            yield chunk, enc.ids[:, : row_length(p.cfg, p.data, int(enc.lengths.max(initial=0)))], shown
 
     # -- evaluation -------------------------------------------------------------------------------------------
     def evaluate_inputs(self, inputs: Any, labels: np.ndarray, batch_size: int = 500) -> dict[str, Any]:
@@ -314,13 +339,17 @@ class Predictor:
     def evaluate_split(self, split: str = "test", data_dir: str | None = None) -> dict[str, Any]:
         """Metrics on a split of the run's own data (same protocol, fold, seed and dev carving as in training),
         read from `data_dir` if given (the data may have moved since)."""
+        inputs, labels = self.split(split, data_dir)
+        return {"split": split, "epoch": self.epoch, **self.evaluate_inputs(inputs, labels)}
+
+    def split(self, split: str = "test", data_dir: str | None = None) -> tuple[Any, np.ndarray]:
+        """(raw inputs, <int64>[n] labels) of a split of the run's own data: the same protocol, fold, seed and dev
+        carving as in training, read from `data_dir` if given (the data may have moved since)."""
         p = self.program
         cfg = p.cfg if data_dir is None else p.cfg.replace(data_dir=str(data_dir))
         examples = p.task.load(cfg)
-        member = p.members[0]
-        rows = examples.rows(cfg, fold=member.get("fold"))[split]
-        result = self.evaluate_inputs(examples.take(rows), examples.labels[rows])
-        return {"split": split, "epoch": self.epoch, **result}
+        rows = examples.rows(cfg, fold=p.members[0].get("fold"))[split]
+        return examples.take(rows), examples.labels[rows]
 
     def evaluate_file(self, path: str, fmt: str | None = None) -> dict[str, Any]:
         """Metrics on a labelled file; its labels are matched to the model's by name (or by integer id)."""

@@ -153,3 +153,23 @@ def test_integrated_gradients_reach_a_frozen_table(variant):
     logits = model.apply(variables, ids, train=False)
     assert float(jnp.abs(out["tokens"][0]).max()) > 1e-3
     assert float(jnp.abs(out["bias"] + out["tokens"].sum(1) - logits).max()) < 0.02
+
+
+def test_filters_account_for_every_logit_over_a_split(trained, capsys, tmp_path):
+    from jaxcnn.predict import Predictor
+
+    predictor = Predictor.from_workdir(trained)
+    texts, _ = predictor.split("test")
+    report = predictor.filters(texts, top=10**6)  # every n-gram: the class totals then add up to the logits
+    records = predictor.explain(texts)
+    for c in predictor.label_names:
+        total = sum(g["contribution"] for g in report["classes"][c])
+        assert total == pytest.approx(sum(r["logits"][c] - r["bias"][c] for r in records), abs=1e-3)
+    assert len(report["filters"]) == 3 * 6  # widths 3, 4, 5 x 6 maps
+    assert cli.main(["filters", "--workdir", str(trained), "--top", "2", "--out", str(tmp_path / "f")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for f in out["filters"]:
+        activations = [g["activation"] for g in f["top"]]
+        assert len(activations) <= 2 and activations == sorted(activations, reverse=True)
+    assert (tmp_path / "f.md").read_text(encoding="utf-8").startswith("# What the filters learned")
+    assert (tmp_path / "f.png").stat().st_size > 1000
