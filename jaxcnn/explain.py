@@ -49,6 +49,25 @@ def embedded(params: Mapping[str, Any], ids: jax.Array, pad_id: int = 0) -> jax.
     return jnp.where((ids != pad_id)[..., None], x, 0.0)
 
 
+def _winners(model: TextCNN, h: jax.Array, window_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(<int32>[batch, K, F] the windows that max (K = 1) or k-max (K = k) pooling takes, as the model pools;
+    <bool>[batch, K, F] whether a slot holds a real window (a row with fewer has none there))."""
+    valid = window_mask[..., None]
+    if model.pooling == "max":
+        best = jnp.argmax(jnp.where(valid, h, -jnp.inf), axis=1)[:, None]  # the first maximum, as jnp.max
+        return best, jnp.broadcast_to(jnp.any(valid, axis=1)[:, None], best.shape)
+    keys = jnp.swapaxes(k_max_positions(h, model.k, window_mask), 1, 2)  # [batch, k, F], as layers.k_max_pool
+    ok = keys < h.shape[1]
+    return jnp.where(ok, keys, 0), ok
+
+
+def _place(values: jax.Array, place: jax.Array, length: int, classes: int) -> jax.Array:
+    """<float>[B, length, C]: `values` [B, X, F, C] summed over filters into the positions `place` [B, X, F]."""
+    place = jnp.broadcast_to(place, values.shape[:-1])
+    rows = jnp.broadcast_to(jnp.arange(place.shape[0])[:, None, None], place.shape)
+    return jnp.zeros((place.shape[0], length, classes), values.dtype).at[rows, place].add(values)
+
+
 def _selection(model: TextCNN, h: jax.Array, window_mask: jax.Array) -> jax.Array:
     """<float32>[batch, k, T, F]: how much each window's activation enters each pooled slot (as the model pools)."""
     batch, length, maps = h.shape
@@ -65,11 +84,14 @@ def _selection(model: TextCNN, h: jax.Array, window_mask: jax.Array) -> jax.Arra
     return jnp.transpose(onehot, (0, 2, 3, 1)).astype(h.dtype)
 
 
-def exact(model: TextCNN, params: Mapping[str, Any], ids: jax.Array) -> dict[str, jax.Array]:
+def exact(model: TextCNN, params: Mapping[str, Any], ids: jax.Array, folded: jax.Array | None = None
+          ) -> dict[str, jax.Array]:
     """The exact decomposition of a batch (`exact_jit`: the same, jitted with the model static).
 
     Args:
       model: a `TextCNN` with `is_exact(model)`. params: its parameters. ids: <int32>[batch, length].
+      folded: optional `fold_embeddings(params, model.windows)` (what prediction precomputes): every tap of a
+        token is then a row lookup rather than a matrix multiply.
 
     Returns:
       logits <float32>[B, C]; bias [C] (the head's); windows: {width: <float32>[B, length - width + 1, C]} each
@@ -78,34 +100,58 @@ def exact(model: TextCNN, params: Mapping[str, Any], ids: jax.Array) -> dict[str
       sum of tokens + filter_bias == sum of windows.
     """
     mask = ids != model.pad_id
-    x = embedded(params, ids, model.pad_id)
+    kernels = [params["bank"][f"conv_w{w}"]["kernel"] for w in model.windows]
+    if folded is None:  # every width's taps of every token from one matrix multiply
+        projected = jnp.einsum("bld,dk->blk", embedded(params, ids, model.pad_id), layers.bank_taps(kernels),
+                               precision=jax.lax.Precision.HIGHEST)
+    else:
+        projected = jnp.take(folded, ids, axis=0)
+    projected = jnp.where(mask[..., None], projected, 0.0)  # [B, L, sum(widths) * F]
     head_w, head_b = params["head"]["kernel"], params["head"]["bias"]
     scale = (1.0 - model.dropout) if model.dropout_scaling == "kim" else 1.0
     act = layers.get_activation(model.activation)
     k = model.k if model.pooling == "kmax" else 1
-    batch, length, _ = x.shape
+    batch, length = ids.shape
     classes = head_w.shape[1]
     windows, tokens, filter_bias, offset = {}, jnp.zeros((batch, length, classes)), jnp.zeros((batch, classes)), 0
-    for width in model.windows:
-        conv = params["bank"][f"conv_w{width}"]
-        kernel, conv_b = conv["kernel"], conv["bias"]  # [w, D, F], [F]
-        span = length - width + 1
-        taps = jnp.stack([jnp.einsum("btd,df->btf", x[:, j:j + span], kernel[j],
-                                     precision=jax.lax.Precision.HIGHEST) for j in range(width)], axis=2)
-        pre = taps.sum(2) + conv_b  # [B, T, F]
-        h = act(pre)
-        select = _selection(model, h, layers.conv_output_mask(mask, width))  # [B, k, T, F]
+    column = 0
+    hi = jax.lax.Precision.HIGHEST
+    for width, kernel in zip(model.windows, kernels):
+        conv_b = params["bank"][f"conv_w{width}"]["bias"]  # [F]
         maps = kernel.shape[-1]
+        span = length - width + 1
+        # tap(j)[b, t, f] = x[b, t + j] . kernel[j, :, f]
+        tap = [projected[:, j:j + span, column + j * maps: column + (j + 1) * maps] for j in range(width)]
+        column += width * maps
+        pre = sum(tap) + conv_b  # [B, T, F]
+        h = act(pre)
+        window_mask = layers.conv_output_mask(mask, width)
         w = head_w[offset:offset + k * maps].reshape(k, maps, classes) * scale
         offset += k * maps
-        share = jnp.einsum("bktf,kfc->btfc", select, w, precision=jax.lax.Precision.HIGHEST)  # [B, T, F, C]
-        windows[width] = jnp.einsum("btf,btfc->btc", h, share, precision=jax.lax.Precision.HIGHEST)
-        ratio = jnp.where(pre != 0, h / jnp.where(pre != 0, pre, 1.0), 0.0)
-        per_tap = jnp.einsum("btjf,btf,btfc->btjc", taps, ratio, share, precision=jax.lax.Precision.HIGHEST)
+        if model.pooling == "avg":  # every real window counts, 1/n each
+            select = _selection(model, h, window_mask)[:, 0]  # [B, T, F]
+            place, weight = jnp.arange(span)[None, :, None], select
+            h_at, pre_at = h, pre
+            tap_at = tap
+            w_at = w[0][None, None]  # [1, 1, F, C]
+        else:  # the winning windows only: [B, K, F] positions (K = 1 for max, k for k-max)
+            place, ok = _winners(model, h, window_mask)
+            weight = ok.astype(h.dtype)
+            h_at, pre_at = (jnp.take_along_axis(a, place, axis=1) for a in (h, pre))
+            # tap(j) at the winners, gathered from the projected rows themselves (no copy of a tap's slice)
+            flat = projected.reshape(batch, -1)
+            cols = column - width * maps + jnp.arange(maps)
+            tap_at = [jnp.take_along_axis(flat, ((place + j) * projected.shape[-1] + cols + j * maps).reshape(
+                batch, -1), axis=1).reshape(place.shape) for j in range(width)]
+            w_at = w[None]  # [1, K, F, C]
+        unit = (weight * h_at)[..., None] * w_at  # each (window, filter)'s contribution to each class
+        ratio = jnp.where(pre_at != 0, h_at / jnp.where(pre_at != 0, pre_at, 1.0), 0.0)
+        windows[width] = _place(unit, place, span, classes)
         for j in range(width):
-            tokens = tokens.at[:, j:j + span].add(per_tap[:, :, j])
-        rest = h - ratio * taps.sum(2)  # ratio * conv bias, or act(0) where pre is 0
-        filter_bias = filter_bias + jnp.einsum("btf,btfc->bc", rest, share, precision=jax.lax.Precision.HIGHEST)
+            tokens = tokens + _place((weight * ratio * tap_at[j])[..., None] * w_at, place + j, length, classes)
+        rest = weight * (h_at - ratio * (pre_at - conv_b))  # ratio * conv bias, or act(0) where pre is 0
+        filter_bias = filter_bias + jnp.einsum("bxf,bxfc->bc", rest, jnp.broadcast_to(w_at, unit.shape),
+                                               precision=hi)
     total = sum(v.sum(1) for v in windows.values())
     return {"logits": head_b + total, "bias": head_b, "windows": windows, "tokens": tokens,
             "filter_bias": filter_bias}
@@ -152,16 +198,17 @@ def integrated_gradients(model: TextCNN, variables: Mapping[str, Any], ids: jax.
 
 
 def records(model: TextCNN, variables: Mapping[str, Any], ids: np.ndarray, texts: Sequence[str],
-            tokens: Sequence[Sequence[str]], label_names: Sequence[str], steps: int = IG_STEPS
-            ) -> list[dict[str, Any]]:
-    """One JSON-ready record per row of `ids` (see `jaxcnn explain`)."""
+            tokens: Sequence[Sequence[str]], label_names: Sequence[str], steps: int = IG_STEPS,
+            folded: jax.Array | None = None) -> list[dict[str, Any]]:
+    """One JSON-ready record per row of `ids` (see `jaxcnn explain`); `folded` as in `exact`."""
     names = list(label_names)
     if is_exact(model):
-        out = jax.device_get(exact_jit(model, variables["params"], jnp.asarray(ids)))
+        out = jax.device_get(exact_jit(model, variables["params"], jnp.asarray(ids), folded))
         method = EXACT
     else:
         out = jax.device_get(integrated_gradients(model, variables, jnp.asarray(ids), steps))
         method = INTEGRATED
+    labelled = lambda values: dict(zip(names, values))  # noqa: E731
     result = []
     for i, text in enumerate(texts):
         logits = np.asarray(out["logits"][i], np.float64)
@@ -170,26 +217,28 @@ def records(model: TextCNN, variables: Mapping[str, Any], ids: np.ndarray, texts
         pred = int(np.argmax(logits))
         row_ids = ids[i]
         words = _row_tokens(row_ids, tokens[i], model.pad_id)
+        real = np.flatnonzero(row_ids != model.pad_id)
+        shown = [w if w is not None else "<pad>" for w in words]
+        spans = []  # (start, end, contributions per class)
         if method == EXACT:
             bias = np.asarray(out["bias"], np.float64)
-            grams = []
             for width, contrib in out["windows"].items():
-                for start in np.flatnonzero(np.any(contrib[i] != 0, axis=-1)):
-                    grams.append(_gram(int(start), int(start) + width, words, contrib[i, start], names))
+                starts = np.flatnonzero(np.any(contrib[i] != 0, axis=-1))
+                spans += zip(starts.tolist(), (starts + width).tolist(), contrib[i, starts].tolist())
         else:
             bias = np.asarray(out["bias"][i], np.float64)
-            grams = [_gram(int(p), int(p) + 1, words, out["tokens"][i, p], names)
-                     for p in np.flatnonzero(row_ids != model.pad_id)]
-        grams.sort(key=lambda g: -g["contributions"][names[pred]])
-        record = {"text": text, "tokens": [w for w in words if w is not None], "label": names[pred],
-                  "probabilities": dict(zip(names, map(float, probs))), "logits": dict(zip(names, map(float, logits))),
-                  "bias": dict(zip(names, map(float, bias))), "ngrams": grams,
-                  "token_contributions": [{"position": int(p), "token": words[p],
-                                           "contributions": dict(zip(names, map(float, out["tokens"][i, p])))}
-                                          for p in np.flatnonzero(row_ids != model.pad_id)],
+            spans += zip(real.tolist(), (real + 1).tolist(), out["tokens"][i, real].tolist())
+        spans.sort(key=lambda span: -span[2][pred])
+        record = {"text": text, "tokens": [words[p] for p in real], "label": names[pred],
+                  "probabilities": labelled(probs.tolist()), "logits": labelled(logits.tolist()),
+                  "bias": labelled(bias.tolist()),
+                  "ngrams": [{"start": a, "end": b, "tokens": shown[a:b], "contributions": labelled(c)}
+                             for a, b, c in spans],
+                  "token_contributions": [{"position": p, "token": words[p], "contributions": labelled(c)}
+                                          for p, c in zip(real.tolist(), out["tokens"][i, real].tolist())],
                   "method": method}
         if method == EXACT:
-            record["filter_bias"] = dict(zip(names, map(float, out["filter_bias"][i])))
+            record["filter_bias"] = labelled(out["filter_bias"][i].tolist())
         else:
             record["steps"] = steps
         result.append(record)
@@ -223,7 +272,8 @@ class FilterReport:
         self.best: dict[tuple[int, int], dict[str, float]] = {}  # (width, filter) -> n-gram -> activation
         self.totals = {name: {} for name in self.names}  # class -> n-gram -> [sum, count]
 
-    def add(self, params: Mapping[str, Any], ids: np.ndarray, tokens: Sequence[Sequence[str]]) -> None:
+    def add(self, params: Mapping[str, Any], ids: np.ndarray, tokens: Sequence[Sequence[str]],
+            folded: jax.Array | None = None) -> None:
         words = [_row_tokens(row, t, self.model.pad_id) for row, t in zip(ids, tokens)]
         gram = lambda i, s, w: " ".join(x if x is not None else "<pad>" for x in words[i][s:s + w])  # noqa: E731
         maxima = jax.device_get(_filter_maxima(self.model, params, jnp.asarray(ids)))
@@ -236,7 +286,7 @@ class FilterReport:
                         seen[text] = max(seen.get(text, -np.inf), float(values[i, f]))
                 if len(seen) > self.top:  # keep the best `top`, so memory stays bounded
                     self.best[(width, f)] = dict(sorted(seen.items(), key=lambda kv: -kv[1])[: self.top])
-        out = jax.device_get(exact_jit(self.model, params, jnp.asarray(ids)))
+        out = jax.device_get(exact_jit(self.model, params, jnp.asarray(ids), folded))
         for width, contrib in out["windows"].items():
             for i, start in zip(*np.nonzero(np.any(contrib != 0, axis=-1))):
                 text = gram(i, int(start), width)
@@ -264,9 +314,3 @@ def _row_tokens(row_ids: np.ndarray, tokens: Sequence[str], pad_id: int) -> list
     for p in np.flatnonzero(row_ids != pad_id):
         out[p] = next(it, None)
     return out
-
-
-def _gram(start: int, end: int, words: Sequence[str | None], contrib: np.ndarray, names: Sequence[str]
-          ) -> dict[str, Any]:
-    return {"start": start, "end": end, "tokens": [w if w is not None else "<pad>" for w in words[start:end]],
-            "contributions": dict(zip(names, map(float, contrib)))}

@@ -270,9 +270,15 @@ class Predictor:
         from jaxcnn import explain as explain_lib
 
         model, variables = self._kim_model()
-        for chunk, ids, shown in self._encoded(texts, batch_size):
-            yield from explain_lib.records(model, variables, ids, chunk, shown, self.label_names,
-                                           steps or explain_lib.IG_STEPS)
+        for window in _chunks(texts, batch_size * 16):
+            out: list[Any] = [None] * len(window)
+            for positions, ids, shown in self._encoded(window, batch_size):
+                chunk = [window[i] for i in positions]
+                for i, record in zip(positions, explain_lib.records(
+                        model, variables, ids, chunk, shown, self.label_names, steps or explain_lib.IG_STEPS,
+                        folded=self.program.aux)):
+                    out[i] = record
+            yield from out
 
     def filters(self, texts: Iterable[str], top: int = 5, batch_size: int = 256) -> dict[str, Any]:
         """What each filter learned, over `texts` (e.g. a split: `self.split("test")[0]`): for every filter the
@@ -285,8 +291,9 @@ class Predictor:
             raise WorkdirError("filters needs the exact decomposition: a model without hidden layers or "
                                "normalization")
         report = explain_lib.FilterReport(model, self.label_names, top)
-        for _, ids, shown in self._encoded(texts, batch_size):
-            report.add(variables["params"], ids, shown)
+        for window in _chunks(texts, batch_size * 16):
+            for _, ids, shown in self._encoded(window, batch_size):
+                report.add(variables["params"], ids, shown, folded=self.program.aux)
         return report.result()
 
     def _kim_model(self) -> tuple[Any, dict[str, Any]]:
@@ -302,21 +309,25 @@ class Predictor:
         state = self.state
         return model, {"params": state.params, **state.model_state}
 
-    def _encoded(self, texts: Iterable[str], batch_size: int) -> Iterator[tuple[list[str], np.ndarray, list]]:
-        """(texts, <int32>[n, length] rows cut as predict cuts them, the tokens each row kept) per batch."""
+    def _encoded(self, texts: Sequence[str], batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, list]]:
+        """Per batch: (positions in `texts`, <int32>[n, length] their rows, the tokens each row kept). As predict
+        batches (`TextTask.batches`): sorted by length, each batch's rows cut to its longest sentence."""
         from jaxcnn.tasks.text import row_length
 
         p = self.program
         encoder, vocab = p.data.encoder, p.data.encoder.vocab
-        for chunk in _chunks(texts, batch_size):
-            token_lists = encoder.tokenizer.batch(chunk)
-            enc = encoder.encode_tokens(token_lists)
-            # The tokens each row kept, with the markers the row holds, for display beside the positions.
-            marks = 2 if vocab.bos_eos else 0
-            shown = [list(t[: int(n) - marks]) for t, n in zip(token_lists, enc.lengths)]
-            if marks:
-                shown = [[vocab.itos[vocab.bos_id], *t, vocab.itos[vocab.eos_id]] for t in shown]
-            yield chunk, enc.ids[:, : row_length(p.cfg, p.data, int(enc.lengths.max(initial=0)))], shown
+        token_lists = encoder.tokenizer.batch(list(texts))
+        enc = encoder.encode_tokens(token_lists)
+        # The tokens each row kept, with the markers the row holds, for display beside the positions.
+        marks = 2 if vocab.bos_eos else 0
+        shown = [list(t[: int(n) - marks]) for t, n in zip(token_lists, enc.lengths)]
+        if marks:
+            shown = [[vocab.itos[vocab.bos_id], *t, vocab.itos[vocab.eos_id]] for t in shown]
+        order = np.argsort(enc.lengths, kind="stable")
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            length = row_length(p.cfg, p.data, int(enc.lengths[rows].max()))
+            yield rows, enc.ids[rows, :length], [shown[i] for i in rows]
 
     # -- evaluation -------------------------------------------------------------------------------------------
     def evaluate_inputs(self, inputs: Any, labels: np.ndarray, batch_size: int = 500) -> dict[str, Any]:

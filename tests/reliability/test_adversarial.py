@@ -307,7 +307,7 @@ def test_non_finite_flags_are_refused(tmp_path, capsys, value):
 
 def flags() -> set[str]:
     out = {"--quiet"}  # before the command: jaxcnn --quiet train ...
-    for command in ("train", "evaluate", "predict", "explain", "cv", "search", "ensemble", "reproduce", "bench"):
+    for command in ("train", "evaluate", "predict", "explain", "filters", "cv", "search", "ensemble", "reproduce", "bench"):
         proc = subprocess.run([sys.executable, "-m", "jaxcnn.cli", command, "--help"], capture_output=True,
                               text=True, timeout=120)
         out |= set(re.findall(r"--[a-z][\w-]*", proc.stdout))
