@@ -80,6 +80,7 @@ def test_a_hand_computed_model():
                                  "contributions": {"pos": pytest.approx(2.1), "neg": pytest.approx(-2.1)}}]
 
 
+@pytest.mark.slow  # minutes, not seconds: in .ci/run's slow part
 def test_the_padding_length_of_the_row_changes_nothing():
     model, variables = random_model(pooling="max")
     short = ids_batch()
@@ -92,6 +93,7 @@ def test_the_padding_length_of_the_row_changes_nothing():
         assert not np.any(b["windows"][width][:, contrib.shape[1]:])
 
 
+@pytest.mark.slow  # minutes, not seconds: in .ci/run's slow part
 def test_integrated_gradients_error_shrinks_with_the_steps():
     model, variables = random_model(hidden=(7,))
     ids = jnp.asarray(ids_batch())
@@ -116,6 +118,7 @@ def trained(tmp_path_factory) -> pathlib.Path:
     return root / "w"
 
 
+@pytest.mark.slow  # minutes, not seconds: in .ci/run's slow part
 def test_a_trained_model_explained_from_the_command_line(trained, capsys, tmp_path):
     texts = ["the movie was great", "", "boring", "a dull plot and awful acting but a lovely story"]
     assert cli.main(["explain", "--workdir", str(trained), *texts, "--html", str(tmp_path / "e.html")]) == 0
@@ -144,6 +147,7 @@ def test_text_format_marks_the_deciding_ngrams():
                                         "method": "exact"}], ["pos", "neg"])
 
 
+@pytest.mark.slow  # minutes, not seconds: in .ci/run's slow part
 @pytest.mark.parametrize("variant", ["static", "multichannel"])
 def test_integrated_gradients_reach_a_frozen_table(variant):
     """A static table sits behind stop_gradient in the model; its tokens still get their attributions."""
@@ -155,6 +159,7 @@ def test_integrated_gradients_reach_a_frozen_table(variant):
     assert float(jnp.abs(out["bias"] + out["tokens"].sum(1) - logits).max()) < 0.02
 
 
+@pytest.mark.slow  # minutes, not seconds: in .ci/run's slow part
 def test_filters_account_for_every_logit_over_a_split(trained, capsys, tmp_path):
     from jaxcnn.predict import Predictor
 

@@ -95,6 +95,7 @@ def trec_folder(folder: pathlib.Path, data_dir: pathlib.Path, train: int, test: 
     return folder
 
 
+@pytest.mark.slow  # minutes, not seconds: in .ci/run's slow part
 def test_evaluate_reads_the_data_from_the_folder_it_is_given(tmp_path, capsys, data_dir):
     a = trec_folder(tmp_path / "a", data_dir, 600, 200)
     b = trec_folder(tmp_path / "b", data_dir, 600, 120)
@@ -114,6 +115,7 @@ def help_text(command: str) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow  # minutes, not seconds: in .ci/run's slow part
 @pytest.mark.parametrize("command", ["train", "evaluate", "predict", "cv", "search"])
 def test_help_texts_are_whole_sentences_and_name_the_choices(command):
     text = help_text(command)
@@ -130,6 +132,7 @@ def test_help_texts_are_whole_sentences_and_name_the_choices(command):
         assert any(f.startswith("--data-dir") for f, _ in options)
 
 
+@pytest.mark.slow  # minutes, not seconds: in .ci/run's slow part
 def test_without_a_terminal_every_line_stands_alone_and_the_data_line_is_bounded(tmp_path):
     train_file = classes_file(tmp_path / "train.txt", 200, per_class=3)
     proc = subprocess.run([sys.executable, "-m", "jaxcnn.cli", "train", "--workdir", str(tmp_path / "w"),
@@ -185,6 +188,7 @@ def test_most_confused_classes_are_the_ones_shown():
     assert shown.tolist() == [3, 7]
 
 
+@pytest.mark.slow  # minutes, not seconds: in .ci/run's slow part
 def test_a_run_with_200_classes_writes_small_files(tmp_path, capsys):
     code, err = train(capsys, tmp_path / "w", "--train-file", str(classes_file(tmp_path / "train.txt", 200)))
     assert code == 0, err
@@ -236,6 +240,7 @@ def trained(tmp_path_factory) -> pathlib.Path:
 @pytest.mark.parametrize("content, message", [
     (pathlib.Path(sys.executable).read_bytes()[:4096], r"(binary|NUL)"),
 ])
+@pytest.mark.slow  # minutes, not seconds: in .ci/run's slow part
 def test_predict_refuses_binary_input_in_one_line(tmp_path, capsys, trained, content, message):
     path = write(tmp_path / "in.bin", content)
     assert cli.main(["predict", "--workdir", str(trained), "--file", str(path)]) == 2
@@ -243,6 +248,7 @@ def test_predict_refuses_binary_input_in_one_line(tmp_path, capsys, trained, con
     assert len(err) == 1 and str(path) in err[0] and re.search(message, err[0]), err
 
 
+@pytest.mark.slow  # minutes, not seconds: in .ci/run's slow part
 @pytest.mark.parametrize("encoding", ["utf-16", "latin-1"])
 def test_predict_reads_files_as_training_does_and_writes_utf8_json(tmp_path, trained, encoding):
     path = write(tmp_path / "in.txt", "a good film\ncafé crème\n".encode(encoding))
@@ -278,6 +284,7 @@ def test_a_failed_run_does_not_pin_its_config(tmp_path, capsys):
     assert code == 0, err
 
 
+@pytest.mark.slow  # minutes, not seconds: in .ci/run's slow part
 def test_a_checkpoint_of_another_config_is_never_resumed(tmp_path, capsys):
     workdir = tmp_path / "w"
     argv = files(tmp_path)
@@ -314,6 +321,7 @@ def flags() -> set[str]:
     return out
 
 
+@pytest.mark.slow  # minutes, not seconds: in .ci/run's slow part
 def test_messages_name_only_flags_that_exist():
     known = flags()
     named = set()
