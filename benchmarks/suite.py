@@ -15,6 +15,7 @@ work) and compared with the machine's float32 matmul rate measured in the same r
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import pathlib
@@ -355,6 +356,7 @@ def bench_explain(data_dir: str, n: int = 1000, repeats: int = 3) -> dict[str, A
     times = {"predict": [], "explain": []}
     for _ in range(repeats):
         for name, fn in (("predict", predictor.predict), ("explain", predictor.explain)):
+            gc.collect()  # each call starts from the same collector state (what the last one left is not its cost)
             start = time.perf_counter()
             fn(texts)
             times[name].append(time.perf_counter() - start)

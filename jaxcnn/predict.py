@@ -262,7 +262,10 @@ class Predictor:
         """Why each text got its label: one record per text (see `jaxcnn.explain`): the logits split exactly into
         the head's bias and the contributions of the n-grams that won the filters (`"method": "exact"`), or, for
         a head with hidden layers or normalization, integrated gradients over `steps` points."""
-        return list(self.explain_stream(texts, batch_size, steps))
+        from jaxcnn.explain import collector_paused
+
+        with collector_paused():  # a list of acyclic records: scanning it while it grows is all waste
+            return list(self.explain_stream(texts, batch_size, steps))
 
     def explain_stream(self, texts: Iterable[str], batch_size: int = 256, steps: int | None = None
                        ) -> Iterator[dict[str, Any]]:
@@ -272,12 +275,16 @@ class Predictor:
         model, variables = self._kim_model()
         for window in _chunks(texts, batch_size * 16):
             out: list[Any] = [None] * len(window)
-            for positions, ids, shown in self._encoded(window, batch_size):
-                chunk = [window[i] for i in positions]
-                for i, record in zip(positions, explain_lib.records(
-                        model, variables, ids, chunk, shown, self.label_names, steps or explain_lib.IG_STEPS,
-                        folded=self.program.aux)):
-                    out[i] = record
+            pending = None  # the batch dispatched before: its records are built while the next one computes
+            for batch in [*self._encoded(window, batch_size), None]:
+                started = None if batch is None else explain_lib.start(
+                    model, variables, batch[1], steps or explain_lib.IG_STEPS, folded=self.program.aux)
+                if pending is not None:
+                    (positions, ids, shown), done = pending
+                    chunk = [window[i] for i in positions]
+                    for i, record in zip(positions, explain_lib.finish(done, ids, chunk, shown, self.label_names)):
+                        out[i] = record
+                pending = None if batch is None else (batch, started)
             yield from out
 
     def filters(self, texts: Iterable[str], top: int = 5, batch_size: int = 256) -> dict[str, Any]:

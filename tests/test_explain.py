@@ -178,3 +178,30 @@ def test_filters_account_for_every_logit_over_a_split(trained, capsys, tmp_path)
         assert len(activations) <= 2 and activations == sorted(activations, reverse=True)
     assert (tmp_path / "f.md").read_text(encoding="utf-8").startswith("# What the filters learned")
     assert (tmp_path / "f.png").stat().st_size > 1000
+
+
+def test_explain_leaves_the_collector_as_it_found_it():
+    # `explain` pauses the cyclic collector while it builds records; it must hand back the state it was given.
+    import gc
+
+    from jaxcnn import explain
+
+    was = gc.isenabled()
+    try:
+        for state in (True, False):
+            (gc.enable if state else gc.disable)()
+            with explain.collector_paused():
+                assert not gc.isenabled()
+                with explain.collector_paused():
+                    pass
+                assert not gc.isenabled()
+            assert gc.isenabled() is state
+        gc.enable()
+        try:
+            with explain.collector_paused():
+                raise ValueError
+        except ValueError:
+            pass
+        assert gc.isenabled()
+    finally:
+        (gc.enable if was else gc.disable)()
