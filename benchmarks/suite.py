@@ -23,7 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -117,29 +117,50 @@ class KimBench:
         return self.infer_n / _median_time(self.infer, repeats)
 
 
-def torch_reference(data_dir: str, steps: int = 60) -> dict[str, Any] | None:
-    """One run of ../shared/bench/torch_kim.py (eager PyTorch, same model and data), or None without torch."""
+TORCH_CONFIGS = {"eager_f32": [], "eager_bf16": ["--bf16"], "compile_f32": ["--compile"],
+                 "compile_bf16": ["--compile", "--bf16"]}
+
+
+def torch_reference(data_dir: str, steps: int = 60, flags: Sequence[str] = ()) -> dict[str, Any] | None:
+    """One run of ../shared/bench/torch_kim.py (same model and data) with `flags` (`--compile`, `--bf16`), or None
+    without torch."""
     try:
         import torch  # noqa: F401
     except ImportError:
         return None
     if not TORCH_SCRIPT.exists():
         return None
+    start = time.perf_counter()
     out = subprocess.run([sys.executable, str(TORCH_SCRIPT), "--mode", "throughput", "--data",
-                          str(pathlib.Path(data_dir) / "kim"), "--steps", str(steps)],
-                         capture_output=True, text=True, check=True, timeout=900)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+                          str(pathlib.Path(data_dir) / "kim"), "--steps", str(steps), *flags],
+                         capture_output=True, text=True, check=True, timeout=1800)
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "seconds": time.perf_counter() - start}
 
 
-def bench_vs_torch(data_dir: str, pairs: int = 3, repeats: int = 5) -> dict[str, Any]:
-    """jaxcnn and eager PyTorch, interleaved `pairs` times; ratios are medians of the paired ratios."""
-    bench = KimBench(data_dir)
-    rows = []
-    for _ in range(pairs):
+def bench_vs_torch(data_dir: str, pairs: int = 3, repeats: int = 5, precision: str = "float32",
+                   slow_seconds: float = 90.0) -> dict[str, Any]:
+    """jaxcnn (at `precision`) against the four PyTorch configurations a user would pick (eager or torch.compile,
+    float32 or bfloat16 autocast), interleaved `pairs` times; each ratio is the median of the ratios paired with
+    the jaxcnn measurement of the same round. A configuration whose run takes over `slow_seconds` (bfloat16
+    autocast on a CPU without bfloat16 units: oneDNN's reference kernels) runs in the first round only."""
+    bench = KimBench(data_dir, precision=precision)
+    rows: list[tuple[dict[str, float], dict[str, dict[str, Any]]]] = []
+    slow: set[str] = set()
+    for round_ in range(pairs):
         ours = {"train": bench.train_rate(repeats), "infer": bench.infer_rate(repeats)}
-        theirs = torch_reference(data_dir)
+        theirs = {}
+        for name, flags in TORCH_CONFIGS.items():
+            if name in slow:
+                continue
+            run = torch_reference(data_dir, flags=flags)
+            if run is None:
+                break
+            theirs[name] = run
+            if run["seconds"] > slow_seconds:
+                slow.add(name)
         rows.append((ours, theirs))
     out: dict[str, Any] = {
+        "precision": precision,
         "jax_train_examples_per_s": statistics.median(o["train"] for o, _ in rows),
         "jax_infer_examples_per_s": statistics.median(o["infer"] for o, _ in rows),
         "compile_seconds": bench.compile_seconds,
@@ -147,14 +168,22 @@ def bench_vs_torch(data_dir: str, pairs: int = 3, repeats: int = 5) -> dict[str,
         "fold_seconds": bench.fold_seconds,
         "length": bench.length,
     }
-    if rows[0][1] is not None:
-        out |= {
-            "torch_train_examples_per_s": statistics.median(t["train_sent_per_s"] for _, t in rows),
-            "torch_infer_examples_per_s": statistics.median(t["infer_sent_per_s"] for _, t in rows),
-            "train_ratio": statistics.median(o["train"] / t["train_sent_per_s"] for o, t in rows),
-            "infer_ratio": statistics.median(o["infer"] / t["infer_sent_per_s"] for o, t in rows),
-            "torch_threads": rows[0][1]["threads"],
-        }
+    for name in TORCH_CONFIGS:
+        paired = [(o, t[name]) for o, t in rows if name in t]
+        if not paired:
+            continue
+        out[f"torch_{name}"] = {
+            "train_examples_per_s": statistics.median(t["train_sent_per_s"] for _, t in paired),
+            "infer_examples_per_s": statistics.median(t["infer_sent_per_s"] for _, t in paired),
+            "train_ratio": statistics.median(o["train"] / t["train_sent_per_s"] for o, t in paired),
+            "infer_ratio": statistics.median(o["infer"] / t["infer_sent_per_s"] for o, t in paired),
+            "runs": len(paired), "threads": paired[0][1]["threads"]}
+    if "torch_eager_f32" in out:  # the keys of the float32-only benchmark this one grew from
+        eager = out["torch_eager_f32"]
+        out |= {"torch_train_examples_per_s": eager["train_examples_per_s"],
+                "torch_infer_examples_per_s": eager["infer_examples_per_s"],
+                "train_ratio": eager["train_ratio"], "infer_ratio": eager["infer_ratio"],
+                "torch_threads": eager["threads"]}
     return out
 
 
@@ -422,11 +451,13 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_benchmarks(names: list[str], data_dir: str, out: pathlib.Path | None = None) -> dict[str, Any]:
+def run_benchmarks(names: list[str], data_dir: str, out: pathlib.Path | None = None, precision: str = "float32"
+                   ) -> dict[str, Any]:
     results: dict[str, Any] = {"machine": machine()}
     for name in names:
         print(f"running {name} ...", file=sys.stderr, flush=True)
-        results[name] = BENCHMARKS[name](data_dir)
+        results[name] = (bench_vs_torch(data_dir, precision=precision) if name == "vs_torch"
+                         else BENCHMARKS[name](data_dir))
     results["machine"]["load_average_end"] = os.getloadavg()
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -446,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=None,
                         help=f"comma-separated benchmark names (default: all of {', '.join(BENCHMARKS)})")
     parser.add_argument("--out", default=None, help="write OUT.json and OUT.md")
+    parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
+                        help="vs_torch: jaxcnn's arithmetic (the config field `precision`)")
     ns = parser.parse_args(argv)
     names = list(BENCHMARKS) if ns.only is None else [n.strip() for n in ns.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -455,6 +488,6 @@ def main(argv: list[str] | None = None) -> int:
     if not data_dir:
         parser.error("--data-dir: the benchmarks read MR from a local data folder; give --data-dir or set "
                      "JAXCNN_DATA_DIR")
-    results = run_benchmarks(names, data_dir, pathlib.Path(ns.out) if ns.out else None)
+    results = run_benchmarks(names, data_dir, pathlib.Path(ns.out) if ns.out else None, precision=ns.precision)
     print(markdown(results))
     return 0

@@ -110,6 +110,9 @@ class ModelConfig:
                                  TEXT_TASK)
     norm: Literal["none", "batch", "layer"] = _f("none", "normalisation of the pooled features: none, batch or "
                                                          "layer", TEXT_TASK)
+    precision: Literal["float32", "bfloat16"] = _f(
+        "float32", "the arithmetic of the filter bank and the output layer: float32, or bfloat16 with float32 "
+        "accumulation (parameters, optimizer state, losses and metrics stay float32)", TEXT_TASK)
     model: Literal["lenet5", "lenet5_classic", "small_cnn"] | None = _f(
         None, "lenet5 (ReLU, max pooling), lenet5_classic (tanh, average pooling) or small_cnn (none: lenet5)",
         IMAGE_TASK)

@@ -16,7 +16,8 @@ Contents
               receptive_field, ReceptiveField, conv_param_count, count_params
 """
 
-from jaxcnn.layers.conv import (Conv, ConvTranspose, DepthwiseSeparableConv, MultiScaleConv, PointwiseConv, bank_taps,
+from jaxcnn.layers.conv import (Conv, ConvTranspose, DepthwiseSeparableConv, MultiScaleConv, PointwiseConv,
+                                accumulates_in_float32, bank_taps, mixed_matmul,
                                 shifted_tap_sums)
 from jaxcnn.layers.masking import conv_output_mask, sequence_mask
 from jaxcnn.layers.norm import BatchNorm, GroupNorm, InstanceNorm, LayerNorm, MaskedBatchNorm, MaskedInstanceNorm
@@ -28,6 +29,7 @@ from jaxcnn.layers.shapes import (ReceptiveField, conv_output_size, conv_param_c
 
 __all__ = [
     "Conv", "ConvTranspose", "DepthwiseSeparableConv", "MultiScaleConv", "PointwiseConv", "bank_taps", "shifted_tap_sums",
+    "accumulates_in_float32", "mixed_matmul",
     "max_pool", "max_unpool", "avg_pool", "global_max_pool", "global_avg_pool", "adaptive_max_pool", "adaptive_avg_pool",
     "masked_max_over_time", "masked_mean_over_time", "k_max_pool",
     "sequence_mask", "conv_output_mask",

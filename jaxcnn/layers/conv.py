@@ -509,11 +509,17 @@ class MultiScaleConv(nn.Module):
         params = [_BankParams(width, channels, self.features, self.use_bias, self.param_dtype, self.kernel_init,
                               self.bias_init, name=f"conv_w{width}")() for width in self.widths]
         dtype = self.dtype or jnp.result_type(inputs, *(k for k, _ in params))
+        # 16-bit operands multiply into float32 sums (mixed precision): the tap sums, the bias and what follows
+        # are float32.
+        mixed = accumulates_in_float32(dtype)
         if projected:
-            y = inputs.astype(dtype)
+            y = inputs.astype(jnp.float32 if mixed else dtype)  # a row lookup: nothing to gain from rounding it
+        elif mixed:
+            y = mixed_matmul(inputs, bank_taps([k for k, _ in params]), dtype)
         else:
             taps = bank_taps([k for k, _ in params])
             y = jnp.einsum("blc,cf->blf", inputs.astype(dtype), taps.astype(dtype), precision=self.precision)
+        dtype = y.dtype
         padding = canonical_padding(self.padding, 1, owner)
         pads = tuple((int(lo), int(hi)) for width in self.widths
                      for ((lo, hi),) in [_layer_pads(owner, (length,), (width,), (1,), padding, (1,))])
@@ -569,6 +575,42 @@ def _shifted_tap_sums_bwd(widths, features, pads, _, grads):
 
 
 shifted_tap_sums.defvjp(_shifted_tap_sums_fwd, _shifted_tap_sums_bwd)
+
+
+def accumulates_in_float32(dtype: Any) -> bool:
+    """Whether a computation dtype is a 16-bit float, whose products the bank and Kim's head sum in float32."""
+    return dtype is not None and jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+
+
+def mixed_matmul(x: Array, w: Array, dtype: Any = jnp.bfloat16) -> Array:
+    """<float32>[..., n] = x <float>[..., k] @ w <float>[k, n], multiplied in `dtype` (a 16-bit float) and summed
+    in float32, and so is the gradient: the float32 cotangent is rounded to `dtype` and both of the backward
+    pass's products (the input's and the weight's gradients) multiply in `dtype` and sum in float32. (Autodiff
+    of `preferred_element_type` would multiply the float32 cotangent by the 16-bit operand, which XLA promotes:
+    a float32 backward pass.) The gradients have x's and w's own dtypes."""
+    return _mixed_matmul(x, w, jnp.dtype(dtype), jnp.dtype(x.dtype), jnp.dtype(w.dtype))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _mixed_matmul(x: Array, w: Array, dtype, x_dtype, w_dtype) -> Array:
+    return jnp.einsum("...k,kn->...n", x.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32)
+
+
+def _mixed_matmul_fwd(x, w, dtype, x_dtype, w_dtype):
+    x16, w16 = x.astype(dtype), w.astype(dtype)
+    return jnp.einsum("...k,kn->...n", x16, w16, preferred_element_type=jnp.float32), (x16, w16)
+
+
+def _mixed_matmul_bwd(dtype, x_dtype, w_dtype, residuals, g):
+    x16, w16 = residuals
+    g16 = g.astype(dtype)
+    dx = jnp.einsum("...n,kn->...k", g16, w16, preferred_element_type=jnp.float32)
+    dw = jnp.einsum("mk,mn->kn", x16.reshape(-1, x16.shape[-1]), g16.reshape(-1, g16.shape[-1]),
+                    preferred_element_type=jnp.float32)
+    return dx.astype(x_dtype), dw.astype(w_dtype)
+
+
+_mixed_matmul.defvjp(_mixed_matmul_fwd, _mixed_matmul_bwd)
 
 
 def bank_taps(kernels: Sequence[Array]) -> Array:

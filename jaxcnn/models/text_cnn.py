@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -109,6 +110,9 @@ class TextCNN(nn.Module):
       hidden: sizes of extra dense layers before the head.
       norm: "none", "layer" or "batch" normalisation of the pooled features.
       pad_id: the padding token id.
+      dtype: the arithmetic of the filter bank and the head (None: float32). A 16-bit float (bfloat16) multiplies
+        in it and accumulates in float32: the bank's outputs, the pooled features and the logits stay float32, as
+        do the parameters (the usual mixed precision of GPU and TPU training).
     """
 
     vocab_size: int
@@ -126,6 +130,7 @@ class TextCNN(nn.Module):
     hidden: Sequence[int] = ()
     norm: str = "none"
     pad_id: int = 0
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, ids: jax.Array, *, train: bool = False, dropout_keys: jax.Array | None = None,
@@ -165,7 +170,7 @@ class TextCNN(nn.Module):
         kernel_init = (kim_conv_init(ids.shape[1], self.activation) if self.conv_init == "kim"
                        else nn.initializers.glorot_uniform())
         features = layers.MultiScaleConv(widths=tuple(self.windows), features=self.maps, activation=act,
-                                         kernel_init=kernel_init,
+                                         kernel_init=kernel_init, dtype=self.dtype,
                                          pool=functools.partial(pool_over_time, pooling=self.pooling, k=self.k),
                                          name="bank")(x, token_mask, projected=folded is not None)
         if self.norm == "layer":
@@ -177,7 +182,8 @@ class TextCNN(nn.Module):
             features = act(nn.Dense(size, name=f"hidden_{i}")(features))
         features = self.drop(features, train, dropout_keys, len(self.hidden))
         # Kim starts the softmax layer at zero.
-        return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name="head")(features)
+        return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name="head",
+                        dot_general=_dot_accumulating(self.dtype))(features)
 
     def param_table(self, name: str, init) -> jax.Array:
         return EmbeddingTable(self.vocab_size, self.embed_dim, init, name=name)()
@@ -192,6 +198,21 @@ class TextCNN(nn.Module):
             raise ValueError("TextCNN(train=True) needs dropout_keys")
         return per_example_dropout(x, self.dropout, jax.vmap(functools.partial(jax.random.fold_in, data=layer))(keys),
                                    rescale=not kim)
+
+
+def _dot_accumulating(dtype: Any):
+    """The head's `dot_general`: `lax.dot_general`, or for a 16-bit `dtype` `layers.mixed_matmul` (products in
+    `dtype`, float32 sums, forward and backward; float32 parameters and logits)."""
+    if not layers.accumulates_in_float32(dtype):
+        return jax.lax.dot_general
+
+    def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+        (contract_lhs, contract_rhs), batch = dimension_numbers
+        if tuple(contract_lhs) != (lhs.ndim - 1,) or tuple(contract_rhs) != (0,) or batch != ((), ()):
+            raise ValueError(f"mixed precision head: unexpected dot dimensions {dimension_numbers}")
+        return layers.mixed_matmul(lhs, rhs, dtype)
+
+    return dot_general
 
 
 class EmbeddingTable(nn.Module):

@@ -197,7 +197,8 @@ class TextTask(BuiltinOrOwnModel):
                        embed_dim=data.embed_dim or m.embed_dim, windows=tuple(m.windows), maps=m.maps,
                        activation=m.activation, conv_init=m.conv_init, pooling=m.pooling, k=m.k,
                        dropout=m.dropout if dropout is None else dropout, dropout_scaling=m.dropout_scaling,
-                       hidden=tuple(m.hidden), norm=m.norm)
+                       hidden=tuple(m.hidden), norm=m.norm,
+                       dtype=None if m.precision == "float32" else jnp.dtype(m.precision))
 
     def init(self, cfg: Config, data: TextData, key: jax.Array, pretrained: jax.Array | None
              ) -> tuple[PyTree, PyTree]:
