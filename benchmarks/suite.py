@@ -144,10 +144,14 @@ def bench_vs_torch(data_dir: str, pairs: int = 3, repeats: int = 5, precision: s
     the jaxcnn measurement of the same round. A configuration whose run takes over `slow_seconds` (bfloat16
     autocast on a CPU without bfloat16 units: oneDNN's reference kernels) runs in the first round only."""
     bench = KimBench(data_dir, precision=precision)
+    # At another precision, float32 too, in the same rounds: the ratio between the two is paired as well.
+    base = KimBench(data_dir) if precision != "float32" else None
     rows: list[tuple[dict[str, float], dict[str, dict[str, Any]]]] = []
     slow: set[str] = set()
     for round_ in range(pairs):
         ours = {"train": bench.train_rate(repeats), "infer": bench.infer_rate(repeats)}
+        if base is not None:
+            ours |= {"train_f32": base.train_rate(repeats), "infer_f32": base.infer_rate(repeats)}
         theirs = {}
         for name, flags in TORCH_CONFIGS.items():
             if name in slow:
@@ -168,6 +172,11 @@ def bench_vs_torch(data_dir: str, pairs: int = 3, repeats: int = 5, precision: s
         "fold_seconds": bench.fold_seconds,
         "length": bench.length,
     }
+    if base is not None:
+        out |= {"jax_float32_train_examples_per_s": statistics.median(o["train_f32"] for o, _ in rows),
+                "jax_float32_infer_examples_per_s": statistics.median(o["infer_f32"] for o, _ in rows),
+                "train_over_float32": statistics.median(o["train"] / o["train_f32"] for o, _ in rows),
+                "infer_over_float32": statistics.median(o["infer"] / o["infer_f32"] for o, _ in rows)}
     for name in TORCH_CONFIGS:
         paired = [(o, t[name]) for o, t in rows if name in t]
         if not paired:

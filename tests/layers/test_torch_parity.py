@@ -10,7 +10,7 @@ for its `padding_mode`.
 
 Every case runs twice in each mode: XLA:CPU's convolution bug (openxla/xla#48713, see `jaxcnn.layers.conv`)
 reads uninitialised memory, so values differ between runs and one agreeing run proves little. The grids with
-most cases are in the default run; the larger products are marked slow.
+most cases are in the default run; the rest of each grid is marked slow and exhaustive (`-m exhaustive`).
 """
 
 import itertools
@@ -67,10 +67,11 @@ def _numpy(t):
 
 
 def _split(cases, every):
-    """Every `every`-th case runs by default; the others are marked slow (CI's `pytest -m slow` runs them). A
-    case is a tuple of the parameters (a 1-tuple for one), or a bare value for one that is not a tuple."""
+    """Every `every`-th case runs by default; the others are marked slow and exhaustive (`pytest -m exhaustive`
+    runs them; .ci/run leaves them out to stay within its time). A case is a tuple of the parameters (a 1-tuple
+    for one), or a bare value for one that is not a tuple."""
     cases = [c if isinstance(c, tuple) else (c,) for c in cases]
-    return [pytest.param(*c) if i % every == 0 else pytest.param(*c, marks=pytest.mark.slow)
+    return [pytest.param(*c) if i % every == 0 else pytest.param(*c, marks=[pytest.mark.slow, pytest.mark.exhaustive])
             for i, c in enumerate(cases)]
 
 
