@@ -71,12 +71,26 @@ def _finalize_abandoned_io(timeout_s: float = 1.0) -> None:
     sys.unraisablehook = lambda unraisable: None
     deadline = time.monotonic() + timeout_s
     try:
-        gc.collect()
-        while _orbax_coroutines_pending() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        with _asyncio_quiet():
             gc.collect()
+            while _orbax_coroutines_pending() and time.monotonic() < deadline:
+                time.sleep(0.02)
+                gc.collect()
     finally:
         sys.unraisablehook = hook
+
+
+@contextlib.contextmanager
+def _asyncio_quiet():
+    """The futures of reads Orbax abandoned hold their failures; freed, asyncio logs each one ("Future exception
+    was never retrieved"), which the manager reports itself in one line. Its logger is quiet meanwhile only."""
+    log = logging.getLogger("asyncio")
+    was = log.disabled
+    log.disabled = True
+    try:
+        yield
+    finally:
+        log.disabled = was
 
 
 class _OrbaxEchoes(logging.Filter):
@@ -400,13 +414,14 @@ class CheckpointManager:
 
     def _attempt(self, step: int, abstract_state: Any) -> tuple[Any, dict] | str:
         """The restored `(state, meta)`, or why the step cannot be read (a shape mismatch raises instead)."""
-        try:
-            with self._echoes.quiet():
-                return self._restore_items(step, abstract_state)
-        except WorkdirError:
-            raise
-        except Exception as e:  # corrupt files raise ValueError, KeyError, JSONDecodeError or a bare Exception
-            return _reason(e)
+        with _asyncio_quiet():  # also while a failure unwinds and frees what it held
+            try:
+                with self._echoes.quiet():
+                    return self._restore_items(step, abstract_state)
+            except WorkdirError:
+                raise
+            except Exception as e:  # corrupt files raise ValueError, KeyError, JSONDecodeError or a bare Exception
+                return _reason(e)
 
     def _restore_first(self, steps: list[int], abstract_state: Any) -> tuple[int, Any, dict] | None:
         failures: list[tuple[int, str]] = []
