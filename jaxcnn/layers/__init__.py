@@ -12,10 +12,12 @@ Contents
   masking     sequence_mask, conv_output_mask
   norm        BatchNorm, LayerNorm, InstanceNorm, GroupNorm, MaskedBatchNorm, MaskedInstanceNorm
   regularize  Dropout, SpatialDropout, ACTIVATIONS, get_activation
+  bf16_ffi    route, matmul: bfloat16 products through jaxcnn's XLA FFI kernel (AMX), used by mixed_matmul
   shapes      conv_output_size, pool_output_size, transposed_output_size, explicit_padding, transposed_cropping,
               receptive_field, ReceptiveField, conv_param_count, count_params
 """
 
+from jaxcnn.layers import bf16_ffi
 from jaxcnn.layers.conv import (Conv, ConvTranspose, DepthwiseSeparableConv, MultiScaleConv, PointwiseConv,
                                 accumulates_in_float32, bank_taps, mixed_matmul,
                                 shifted_tap_sums)
@@ -29,7 +31,7 @@ from jaxcnn.layers.shapes import (ReceptiveField, conv_output_size, conv_param_c
 
 __all__ = [
     "Conv", "ConvTranspose", "DepthwiseSeparableConv", "MultiScaleConv", "PointwiseConv", "bank_taps", "shifted_tap_sums",
-    "accumulates_in_float32", "mixed_matmul",
+    "accumulates_in_float32", "mixed_matmul", "bf16_ffi",
     "max_pool", "max_unpool", "avg_pool", "global_max_pool", "global_avg_pool", "adaptive_max_pool", "adaptive_avg_pool",
     "masked_max_over_time", "masked_mean_over_time", "k_max_pool",
     "sequence_mask", "conv_output_mask",

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxcnn.errors import ConfigError
+from jaxcnn.layers import bf16_ffi
 from jaxcnn.layers._checks import (PADDING_MODES, PaddingLike, canonical_padding, canonical_padding_mode, check_rank,
                                    check_spatial, flag, positive_ints)
 from jaxcnn.layers.masking import conv_output_mask
@@ -587,26 +588,37 @@ def mixed_matmul(x: Array, w: Array, dtype: Any = jnp.bfloat16) -> Array:
     in float32, and so is the gradient: the float32 cotangent is rounded to `dtype` and both of the backward
     pass's products (the input's and the weight's gradients) multiply in `dtype` and sum in float32. (Autodiff
     of `preferred_element_type` would multiply the float32 cotangent by the 16-bit operand, which XLA promotes:
-    a float32 backward pass.) The gradients have x's and w's own dtypes."""
-    return _mixed_matmul(x, w, jnp.dtype(dtype), jnp.dtype(x.dtype), jnp.dtype(w.dtype))
+    a float32 backward pass.) The gradients have x's and w's own dtypes.
+
+    bfloat16 products take `bf16_ffi.route()`: XLA's dot, or on a CPU with AMX jaxcnn's FFI kernel."""
+    dtype = jnp.dtype(dtype)
+    use_ffi = dtype == jnp.dtype(jnp.bfloat16) and bf16_ffi.route().ffi
+    return _mixed_matmul(x, w, dtype, jnp.dtype(x.dtype), jnp.dtype(w.dtype), use_ffi)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _mixed_matmul(x: Array, w: Array, dtype, x_dtype, w_dtype) -> Array:
-    return jnp.einsum("...k,kn->...n", x.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _mixed_matmul(x: Array, w: Array, dtype, x_dtype, w_dtype, use_ffi) -> Array:
+    return _mixed_matmul_fwd(x, w, dtype, x_dtype, w_dtype, use_ffi)[0]
 
 
-def _mixed_matmul_fwd(x, w, dtype, x_dtype, w_dtype):
+def _mixed_matmul_fwd(x, w, dtype, x_dtype, w_dtype, use_ffi):
     x16, w16 = x.astype(dtype), w.astype(dtype)
-    return jnp.einsum("...k,kn->...n", x16, w16, preferred_element_type=jnp.float32), (x16, w16)
+    if not use_ffi:
+        return jnp.einsum("...k,kn->...n", x16, w16, preferred_element_type=jnp.float32), (x16, w16)
+    y = bf16_ffi.matmul(x16.reshape(-1, x16.shape[-1]), w16)
+    return y.reshape(x.shape[:-1] + (w.shape[-1],)), (x16, w16)
 
 
-def _mixed_matmul_bwd(dtype, x_dtype, w_dtype, residuals, g):
+def _mixed_matmul_bwd(dtype, x_dtype, w_dtype, use_ffi, residuals, g):
     x16, w16 = residuals
     g16 = g.astype(dtype)
-    dx = jnp.einsum("...n,kn->...k", g16, w16, preferred_element_type=jnp.float32)
-    dw = jnp.einsum("mk,mn->kn", x16.reshape(-1, x16.shape[-1]), g16.reshape(-1, g16.shape[-1]),
-                    preferred_element_type=jnp.float32)
+    x2, g2 = x16.reshape(-1, x16.shape[-1]), g16.reshape(-1, g16.shape[-1])
+    if use_ffi:
+        dx = bf16_ffi.matmul(g2, w16, transpose_b=True).reshape(x16.shape)
+        dw = bf16_ffi.matmul(x2, g2, transpose_a=True)
+    else:
+        dx = jnp.einsum("...n,kn->...k", g16, w16, preferred_element_type=jnp.float32)
+        dw = jnp.einsum("mk,mn->kn", x2, g2, preferred_element_type=jnp.float32)
     return dx.astype(x_dtype), dw.astype(w_dtype)
 
 

@@ -33,6 +33,7 @@ import numpy as np
 from jaxcnn import tasks as tasks_lib
 from jaxcnn.configs import Config
 from jaxcnn.errors import DataError, TrainingError
+from jaxcnn.layers import bf16_ffi
 from jaxcnn.tasks.api import Examples, Task, TaskData
 from jaxcnn.train import metrics as metrics_lib
 from jaxcnn.train.checkpoint import CheckpointManager
@@ -284,6 +285,8 @@ class Run:
         mesh = self.program.mesh
         log.info("devices: %d x %s, mesh %s | batch %d (padded to %d)", mesh.devices.size,
                  mesh.devices.flat[0].platform, dict(mesh.shape), self.cfg.train.batch_size, self.program.batch)
+        if self.cfg.model.precision == "bfloat16":
+            log.info("precision: %s", bf16_ffi.route().describe())
 
     # -- results --------------------------------------------------------------------------------------------
     def member_summaries(self) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ import pytest
 
 from jaxcnn import configs
 from jaxcnn.errors import ConfigError
+from jaxcnn.layers import bf16_ffi
 from jaxcnn.models.text_cnn import TextCNN, fold_embeddings
 from tests.train.helpers import params_of, run_steps, single_program, write_splits, write_word2vec_text
 
@@ -60,7 +61,9 @@ def test_bfloat16_logits_are_float32_and_agree_to_bfloat16_rounding(variant, poo
     np.testing.assert_allclose(model16.apply({"params": params}, ids, folded=folded), got, atol=2 ** -7 * scale * 4)
 
 
-def test_the_bank_and_the_head_multiply_in_bfloat16_and_accumulate_in_float32():
+def test_the_bank_and_the_head_multiply_in_bfloat16_and_accumulate_in_float32(monkeypatch):
+    # XLA's dots (where AMX is found, auto takes jaxcnn's FFI kernel: tests/layers/test_bf16_ffi.py).
+    monkeypatch.setenv(bf16_ffi.ENV, "xla")
     model, params, ids = _model_and_params(dtype=jnp.bfloat16)
 
     def loss(p):

@@ -1,0 +1,187 @@
+// bfloat16 x bfloat16 -> float32 matrix products for jaxcnn's mixed precision (layers.mixed_matmul), as an XLA
+// FFI target. Built at install time by setup.py (optional: without a C++ compiler the XLA path runs).
+//
+// C[b] = op(A[b]) @ op(B[b]), op = identity or transpose per operand; products of bfloat16 values are exact in
+// float32, and the sums are float32.
+//
+// Two kernels:
+//   * AMX (x86 CPUs with amx_bf16, e.g. Sapphire Rapids): 16x16 float32 tiles accumulated by TDPBF16PS. XLA's
+//     CPU backend does not emit AMX instructions, which is why this file exists.
+//   * portable: bfloat16 widened to float32 (a 16-bit shift), then float32 multiply-adds. No faster than XLA's own
+//     float32 dot; it is the reference the AMX kernel is checked against on the machine it runs on, and what runs
+//     where AMX is absent but the custom call is asked for.
+// The "kernel" attribute picks one: 0 = AMX if usable else portable, 1 = portable, 2 = AMX (an error if unusable).
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+inline float widen(uint16_t h) {
+  uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+// One problem: op(A) is [m, k], op(B) is [k, n], C is [m, n] row-major. A is stored [m, k] (or [k, m] when
+// transposed), B [k, n] (or [n, k]).
+struct Problem {
+  const uint16_t* a;
+  const uint16_t* b;
+  float* c;
+  int64_t m, k, n;
+  bool ta, tb;
+  uint16_t at(int64_t i, int64_t p) const { return ta ? a[p * m + i] : a[i * k + p]; }  // op(A)[i, p]
+  uint16_t bt(int64_t p, int64_t j) const { return tb ? b[j * k + p] : b[p * n + j]; }  // op(B)[p, j]
+};
+
+void portable(const Problem& q) {
+  // op(B) as float32 [k, n] once, then each row of C is a sum of op(B)'s rows: a loop over j the compiler
+  // vectorizes.
+  std::vector<float> bf(static_cast<size_t>(q.k * q.n));
+  for (int64_t p = 0; p < q.k; ++p)
+    for (int64_t j = 0; j < q.n; ++j) bf[p * q.n + j] = widen(q.bt(p, j));
+  for (int64_t i = 0; i < q.m; ++i) {
+    float* row = q.c + i * q.n;
+    for (int64_t j = 0; j < q.n; ++j) row[j] = 0.0f;
+    for (int64_t p = 0; p < q.k; ++p) {
+      const float aip = widen(q.at(i, p));
+      const float* brow = bf.data() + p * q.n;
+      for (int64_t j = 0; j < q.n; ++j) row[j] += aip * brow[j];
+    }
+  }
+}
+
+#if defined(__x86_64__)
+
+// Linux hands out the AMX tile state only to a process that asks (arch_prctl ARCH_REQ_XCOMP_PERM).
+bool amx_usable() {
+  static const bool usable = [] {
+    unsigned eax, ebx, ecx, edx;
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+    const bool amx_bf16 = (edx >> 22) & 1, amx_tile = (edx >> 24) & 1;
+    if (!amx_bf16 || !amx_tile) return false;
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return usable;
+}
+
+struct alignas(64) TileConfig {
+  uint8_t palette_id;
+  uint8_t start_row;
+  uint8_t reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+// Tiles: 0-1 C (two 16x16 float32 blocks side by side), 2 A (16 rows x 32 bfloat16), 3-4 B (16 pairs of k x 16
+// columns x 2, the "VNNI" layout TDPBF16PS reads).
+__attribute__((target("amx-tile,amx-bf16"))) void amx(const Problem& q) {
+  const int64_t mp = (q.m + 15) / 16 * 16, kp = (q.k + 31) / 32 * 32, np = (q.n + 31) / 32 * 32;
+  // Zero-padded copies: A as [mp, kp] row-major, B as [kp / 2, np, 2] (pairs of consecutive k per column).
+  std::vector<uint16_t> ap(static_cast<size_t>(mp * kp), 0), bp(static_cast<size_t>(kp * np), 0);
+  for (int64_t i = 0; i < q.m; ++i)
+    for (int64_t p = 0; p < q.k; ++p) ap[i * kp + p] = q.at(i, p);
+  for (int64_t p = 0; p < q.k; ++p)
+    for (int64_t j = 0; j < q.n; ++j) bp[(p / 2) * np * 2 + j * 2 + (p % 2)] = q.bt(p, j);
+  std::vector<float> cp(static_cast<size_t>(mp * np));
+
+  TileConfig cfg{};
+  cfg.palette_id = 1;
+  for (int t = 0; t < 5; ++t) {
+    cfg.rows[t] = 16;
+    cfg.colsb[t] = 64;
+  }
+  _tile_loadconfig(&cfg);
+  for (int64_t i0 = 0; i0 < mp; i0 += 16) {
+    for (int64_t j0 = 0; j0 < np; j0 += 32) {
+      _tile_zero(0);
+      _tile_zero(1);
+      for (int64_t p0 = 0; p0 < kp; p0 += 32) {
+        _tile_loadd(2, ap.data() + i0 * kp + p0, kp * 2);
+        _tile_loadd(3, bp.data() + (p0 / 2) * np * 2 + j0 * 2, np * 4);
+        _tile_loadd(4, bp.data() + (p0 / 2) * np * 2 + (j0 + 16) * 2, np * 4);
+        _tile_dpbf16ps(0, 2, 3);
+        _tile_dpbf16ps(1, 2, 4);
+      }
+      _tile_stored(0, cp.data() + i0 * np + j0, np * 4);
+      _tile_stored(1, cp.data() + i0 * np + j0 + 16, np * 4);
+    }
+  }
+  _tile_release();
+  for (int64_t i = 0; i < q.m; ++i) std::memcpy(q.c + i * q.n, cp.data() + i * np, q.n * sizeof(float));
+}
+
+#else
+
+bool amx_usable() { return false; }
+void amx(const Problem&) {}
+
+#endif
+
+ffi::Error Bf16Matmul(ffi::Buffer<ffi::BF16> a, ffi::Buffer<ffi::BF16> b, ffi::ResultBuffer<ffi::F32> c,
+                      bool transpose_a, bool transpose_b, int64_t kernel) {
+  const auto ad = a.dimensions(), bd = b.dimensions(), cd = c->dimensions();
+  const size_t rank = ad.size();
+  if (rank < 2 || bd.size() != rank || cd.size() != rank)
+    return ffi::Error::InvalidArgument("bf16_matmul: operands need the same rank, at least 2");
+  int64_t batch = 1;
+  for (size_t d = 0; d + 2 < rank; ++d) {
+    if (ad[d] != bd[d] || ad[d] != cd[d])
+      return ffi::Error::InvalidArgument("bf16_matmul: batch dimensions differ");
+    batch *= ad[d];
+  }
+  const int64_t m = transpose_a ? ad[rank - 1] : ad[rank - 2], k = transpose_a ? ad[rank - 2] : ad[rank - 1];
+  const int64_t kb = transpose_b ? bd[rank - 1] : bd[rank - 2], n = transpose_b ? bd[rank - 2] : bd[rank - 1];
+  if (k != kb || cd[rank - 2] != m || cd[rank - 1] != n)
+    return ffi::Error::InvalidArgument("bf16_matmul: inner or result dimensions do not match");
+  if (kernel < 0 || kernel > 2) return ffi::Error::InvalidArgument("bf16_matmul: kernel is 0, 1 or 2");
+  const bool use_amx = kernel == 2 || (kernel == 0 && amx_usable());
+  if (use_amx && !amx_usable())
+    return ffi::Error(ffi::ErrorCode::kFailedPrecondition, "bf16_matmul: AMX is not usable on this CPU");
+  const uint16_t* ap = a.typed_data();
+  const uint16_t* bp = b.typed_data();
+  float* cp = c->typed_data();
+  for (int64_t s = 0; s < batch; ++s) {
+    Problem q{ap + s * m * k, bp + s * k * n, cp + s * m * n, m, k, n, transpose_a, transpose_b};
+    if (m == 0 || n == 0) continue;
+    if (k == 0) {
+      std::memset(q.c, 0, static_cast<size_t>(m * n) * sizeof(float));
+      continue;
+    }
+    if (use_amx)
+      amx(q);
+    else
+      portable(q);
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxcnn_bf16_matmul, Bf16Matmul,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<bool>("transpose_a")
+                                  .Attr<bool>("transpose_b")
+                                  .Attr<int64_t>("kernel"));
+
+// 1 where the AMX kernel can run here (the CPU has amx_bf16 and the kernel granted the tile state), else 0.
+extern "C" __attribute__((visibility("default"))) int jaxcnn_bf16_matmul_amx_usable() { return amx_usable() ? 1 : 0; }
