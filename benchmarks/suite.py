@@ -137,6 +137,12 @@ def torch_reference(data_dir: str, steps: int = 60, flags: Sequence[str] = ()) -
     return {**json.loads(out.stdout.strip().splitlines()[-1]), "seconds": time.perf_counter() - start}
 
 
+def _bf16_route() -> str:
+    from jaxcnn.layers import bf16_ffi
+
+    return bf16_ffi.route().describe()
+
+
 def bench_vs_torch(data_dir: str, pairs: int = 3, repeats: int = 5, precision: str = "float32",
                    slow_seconds: float = 90.0) -> dict[str, Any]:
     """jaxcnn (at `precision`) against the four PyTorch configurations a user would pick (eager or torch.compile,
@@ -165,6 +171,7 @@ def bench_vs_torch(data_dir: str, pairs: int = 3, repeats: int = 5, precision: s
         rows.append((ours, theirs))
     out: dict[str, Any] = {
         "precision": precision,
+        **({"bf16_route": _bf16_route()} if precision == "bfloat16" else {}),
         "jax_train_examples_per_s": statistics.median(o["train"] for o, _ in rows),
         "jax_infer_examples_per_s": statistics.median(o["infer"] for o, _ in rows),
         "compile_seconds": bench.compile_seconds,
