@@ -286,6 +286,36 @@ def bench_conv_bank(length: int = 64, batch: int = 50, dim: int = 300, steps: in
             "fastest": min(results, key=results.get)}
 
 
+def bench_bf16_matmul(m: int = 3200, k: int = 300, n: int = 1200, repeats: int = 7) -> dict[str, Any]:
+    """Kim's bank product on MR ([batch 50 x length 64, 300] x [300, 3 x 4 x 5 taps x 100]) in bfloat16 with float32
+    sums: jaxcnn's FFI kernels (portable; AMX where usable) against XLA's bfloat16 and float32 dots. Timed
+    round-robin, medians; the route `--precision bfloat16` takes here is reported with them."""
+    from jaxcnn.layers import bf16_ffi
+
+    a = jax.random.normal(jax.random.key(0), (m, k)).astype(jnp.bfloat16)
+    b = jax.random.normal(jax.random.key(1), (k, n)).astype(jnp.bfloat16)
+    fns = {"xla_bf16": jax.jit(lambda a, b: jnp.einsum("mk,kn->mn", a, b, preferred_element_type=jnp.float32)),
+           "xla_f32": jax.jit(lambda a, b: a.astype(jnp.float32) @ b.astype(jnp.float32))}
+    if bf16_ffi.extension_path() is not None:
+        fns["ffi_portable"] = jax.jit(lambda a, b: bf16_ffi.matmul(a, b, kernel="portable"))
+        if bf16_ffi.amx_usable():
+            fns["ffi_amx"] = jax.jit(lambda a, b: bf16_ffi.matmul(a, b, kernel="amx"))
+    want = jax.block_until_ready(fns["xla_bf16"](a, b))
+    for name, f in fns.items():
+        err = float(jnp.abs(f(a, b) - want).max())
+        if err > 1e-3 * float(jnp.abs(want).max()):
+            raise AssertionError(f"bf16_matmul: {name} disagrees with XLA's dot by {err}")
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, f in fns.items():
+            start = time.perf_counter()
+            jax.block_until_ready(f(a, b))
+            times[name].append(time.perf_counter() - start)
+    flops = 2.0 * m * k * n
+    return {"shape": f"[{m} x {k}] x [{k} x {n}]", "route": bf16_ffi.route().describe(),
+            "gflop_per_s": {name: flops / statistics.median(t) / 1e9 for name, t in times.items()}}
+
+
 def bench_embedding_grad(vocab: int = 18765, length: int = 64, batch: int = 50, dim: int = 300,
                          repeats: int = 10) -> dict[str, Any]:
     """The embedding gradient (a scatter-add) with Kim's padding (many ids 0: index contention,
@@ -435,6 +465,7 @@ BENCHMARKS: dict[str, Callable[[str], dict[str, Any]]] = {
     "roofline": bench_roofline,
     "host": bench_host,
     "conv_bank": lambda d: bench_conv_bank(),
+    "bf16_matmul": lambda d: bench_bf16_matmul(),
     "embedding_grad": lambda d: bench_embedding_grad(),
     "lazy_update": bench_lazy_update,
     "memory": bench_peak_memory,

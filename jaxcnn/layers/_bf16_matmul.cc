@@ -10,11 +10,16 @@
 //   * portable: bfloat16 widened to float32 (a 16-bit shift), then float32 multiply-adds. No faster than XLA's own
 //     float32 dot; it is the reference the AMX kernel is checked against on the machine it runs on, and what runs
 //     where AMX is absent but the custom call is asked for.
-// The "kernel" attribute picks one: 0 = AMX if usable else portable, 1 = portable, 2 = AMX (an error if unusable).
+// Both split C's rows over XLA's intra-op thread pool (the FFI's ThreadPool context). The "kernel" attribute picks
+// one: 0 = AMX if usable else portable, 1 = portable, 2 = AMX (an error if unusable).
 
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
-#include <string>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -37,6 +42,40 @@ inline float widen(uint16_t h) {
   return f;
 }
 
+// f(begin, end) over [0, n) in chunks, on XLA's intra-op thread pool and the calling thread. The caller takes
+// chunks too and then waits only for chunks already taken, never for a queued task: so no deadlock even when
+// every pool thread is itself inside such a call. A task that starts late finds no chunk left and touches only
+// the shared counters.
+template <typename F>
+void parallel_for(ffi::ThreadPool& pool, int64_t n, const F& f) {
+  const int64_t helpers = std::min<int64_t>(pool.num_threads(), n - 1);
+  if (helpers <= 0) {
+    f(0, n);
+    return;
+  }
+  const int64_t chunks = std::min<int64_t>(n, (helpers + 1) * 4);
+  struct State {
+    std::atomic<int64_t> next{0}, done{0};
+    std::mutex mu;
+    std::condition_variable cv;
+  };
+  auto state = std::make_shared<State>();
+  auto run = [chunks, n](State& s, const F& body) {
+    for (int64_t c; (c = s.next.fetch_add(1)) < chunks;) {
+      body(c * n / chunks, (c + 1) * n / chunks);
+      if (s.done.fetch_add(1) + 1 == chunks) {
+        std::lock_guard<std::mutex> lock(s.mu);
+        s.cv.notify_all();
+      }
+    }
+  };
+  const F* body = &f;
+  for (int64_t h = 0; h < helpers; ++h) pool.Schedule([state, run, body] { run(*state, *body); });
+  run(*state, f);
+  std::unique_lock<std::mutex> lock(state->mu);
+  state->cv.wait(lock, [&] { return state->done.load() == chunks; });
+}
+
 // One problem: op(A) is [m, k], op(B) is [k, n], C is [m, n] row-major. A is stored [m, k] (or [k, m] when
 // transposed), B [k, n] (or [n, k]).
 struct Problem {
@@ -49,21 +88,23 @@ struct Problem {
   uint16_t bt(int64_t p, int64_t j) const { return tb ? b[j * k + p] : b[p * n + j]; }  // op(B)[p, j]
 };
 
-void portable(const Problem& q) {
+void portable(const Problem& q, ffi::ThreadPool& pool) {
   // op(B) as float32 [k, n] once, then each row of C is a sum of op(B)'s rows: a loop over j the compiler
   // vectorizes.
   std::vector<float> bf(static_cast<size_t>(q.k * q.n));
   for (int64_t p = 0; p < q.k; ++p)
     for (int64_t j = 0; j < q.n; ++j) bf[p * q.n + j] = widen(q.bt(p, j));
-  for (int64_t i = 0; i < q.m; ++i) {
-    float* row = q.c + i * q.n;
-    for (int64_t j = 0; j < q.n; ++j) row[j] = 0.0f;
-    for (int64_t p = 0; p < q.k; ++p) {
-      const float aip = widen(q.at(i, p));
-      const float* brow = bf.data() + p * q.n;
-      for (int64_t j = 0; j < q.n; ++j) row[j] += aip * brow[j];
+  parallel_for(pool, q.m, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      float* row = q.c + i * q.n;
+      for (int64_t j = 0; j < q.n; ++j) row[j] = 0.0f;
+      for (int64_t p = 0; p < q.k; ++p) {
+        const float aip = widen(q.at(i, p));
+        const float* brow = bf.data() + p * q.n;
+        for (int64_t j = 0; j < q.n; ++j) row[j] += aip * brow[j];
+      }
     }
-  }
+  });
 }
 
 #if defined(__x86_64__)
@@ -90,8 +131,36 @@ struct alignas(64) TileConfig {
 };
 
 // Tiles: 0-1 C (two 16x16 float32 blocks side by side), 2 A (16 rows x 32 bfloat16), 3-4 B (16 pairs of k x 16
-// columns x 2, the "VNNI" layout TDPBF16PS reads).
-__attribute__((target("amx-tile,amx-bf16"))) void amx(const Problem& q) {
+// columns x 2, the "VNNI" layout TDPBF16PS reads). The tile state is per thread: each chunk configures its own.
+__attribute__((target("amx-tile,amx-bf16"))) void amx_rows(const uint16_t* ap, const uint16_t* bp, float* cp,
+                                                            int64_t i_begin, int64_t i_end, int64_t kp,
+                                                            int64_t np) {
+  TileConfig cfg{};
+  cfg.palette_id = 1;
+  for (int t = 0; t < 5; ++t) {
+    cfg.rows[t] = 16;
+    cfg.colsb[t] = 64;
+  }
+  _tile_loadconfig(&cfg);
+  for (int64_t i0 = i_begin; i0 < i_end; i0 += 16) {
+    for (int64_t j0 = 0; j0 < np; j0 += 32) {
+      _tile_zero(0);
+      _tile_zero(1);
+      for (int64_t p0 = 0; p0 < kp; p0 += 32) {
+        _tile_loadd(2, ap + i0 * kp + p0, kp * 2);
+        _tile_loadd(3, bp + (p0 / 2) * np * 2 + j0 * 2, np * 4);
+        _tile_loadd(4, bp + (p0 / 2) * np * 2 + (j0 + 16) * 2, np * 4);
+        _tile_dpbf16ps(0, 2, 3);
+        _tile_dpbf16ps(1, 2, 4);
+      }
+      _tile_stored(0, cp + i0 * np + j0, np * 4);
+      _tile_stored(1, cp + i0 * np + j0 + 16, np * 4);
+    }
+  }
+  _tile_release();
+}
+
+void amx(const Problem& q, ffi::ThreadPool& pool) {
   const int64_t mp = (q.m + 15) / 16 * 16, kp = (q.k + 31) / 32 * 32, np = (q.n + 31) / 32 * 32;
   // Zero-padded copies: A as [mp, kp] row-major, B as [kp / 2, np, 2] (pairs of consecutive k per column).
   std::vector<uint16_t> ap(static_cast<size_t>(mp * kp), 0), bp(static_cast<size_t>(kp * np), 0);
@@ -100,42 +169,22 @@ __attribute__((target("amx-tile,amx-bf16"))) void amx(const Problem& q) {
   for (int64_t p = 0; p < q.k; ++p)
     for (int64_t j = 0; j < q.n; ++j) bp[(p / 2) * np * 2 + j * 2 + (p % 2)] = q.bt(p, j);
   std::vector<float> cp(static_cast<size_t>(mp * np));
-
-  TileConfig cfg{};
-  cfg.palette_id = 1;
-  for (int t = 0; t < 5; ++t) {
-    cfg.rows[t] = 16;
-    cfg.colsb[t] = 64;
-  }
-  _tile_loadconfig(&cfg);
-  for (int64_t i0 = 0; i0 < mp; i0 += 16) {
-    for (int64_t j0 = 0; j0 < np; j0 += 32) {
-      _tile_zero(0);
-      _tile_zero(1);
-      for (int64_t p0 = 0; p0 < kp; p0 += 32) {
-        _tile_loadd(2, ap.data() + i0 * kp + p0, kp * 2);
-        _tile_loadd(3, bp.data() + (p0 / 2) * np * 2 + j0 * 2, np * 4);
-        _tile_loadd(4, bp.data() + (p0 / 2) * np * 2 + (j0 + 16) * 2, np * 4);
-        _tile_dpbf16ps(0, 2, 3);
-        _tile_dpbf16ps(1, 2, 4);
-      }
-      _tile_stored(0, cp.data() + i0 * np + j0, np * 4);
-      _tile_stored(1, cp.data() + i0 * np + j0 + 16, np * 4);
-    }
-  }
-  _tile_release();
-  for (int64_t i = 0; i < q.m; ++i) std::memcpy(q.c + i * q.n, cp.data() + i * np, q.n * sizeof(float));
+  parallel_for(pool, mp / 16, [&](int64_t begin, int64_t end) {
+    amx_rows(ap.data(), bp.data(), cp.data(), begin * 16, end * 16, kp, np);
+    for (int64_t i = begin * 16; i < std::min(end * 16, q.m); ++i)
+      std::memcpy(q.c + i * q.n, cp.data() + i * np, q.n * sizeof(float));
+  });
 }
 
 #else
 
 bool amx_usable() { return false; }
-void amx(const Problem&) {}
+void amx(const Problem&, ffi::ThreadPool&) {}
 
 #endif
 
-ffi::Error Bf16Matmul(ffi::Buffer<ffi::BF16> a, ffi::Buffer<ffi::BF16> b, ffi::ResultBuffer<ffi::F32> c,
-                      bool transpose_a, bool transpose_b, int64_t kernel) {
+ffi::Error Bf16Matmul(ffi::ThreadPool pool, ffi::Buffer<ffi::BF16> a, ffi::Buffer<ffi::BF16> b,
+                      ffi::ResultBuffer<ffi::F32> c, bool transpose_a, bool transpose_b, int64_t kernel) {
   const auto ad = a.dimensions(), bd = b.dimensions(), cd = c->dimensions();
   const size_t rank = ad.size();
   if (rank < 2 || bd.size() != rank || cd.size() != rank)
@@ -165,9 +214,9 @@ ffi::Error Bf16Matmul(ffi::Buffer<ffi::BF16> a, ffi::Buffer<ffi::BF16> b, ffi::R
       continue;
     }
     if (use_amx)
-      amx(q);
+      amx(q, pool);
     else
-      portable(q);
+      portable(q, pool);
   }
   return ffi::Error::Success();
 }
@@ -176,6 +225,7 @@ ffi::Error Bf16Matmul(ffi::Buffer<ffi::BF16> a, ffi::Buffer<ffi::BF16> b, ffi::R
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxcnn_bf16_matmul, Bf16Matmul,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::BF16>>()
                                   .Arg<ffi::Buffer<ffi::BF16>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()

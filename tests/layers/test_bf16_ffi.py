@@ -229,3 +229,20 @@ def test_a_run_says_in_one_line_which_path_its_products_take(tmp_path, monkeypat
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("precision: ")]
     via = "jaxcnn's FFI kernel (" if route == "ffi" else "XLA; JAXCNN_BF16_MATMUL=xla"
     assert len(lines) == 1 and f"bfloat16 products, float32 sums: {via}" in lines[0], lines
+
+
+@needs_ext
+@pytest.mark.multidevice
+def test_eight_devices_call_the_kernel_at_once_without_deadlock():
+    # Each device's call splits its rows over XLA's intra-op thread pool, which the eight devices share: the
+    # caller must never wait on a task queued behind another caller's.
+    from jax.sharding import Mesh, PartitionSpec as P
+
+    mesh = Mesh(np.array(jax.devices()[:8]), ("data",))
+    rng = np.random.default_rng(4)
+    a, b = _operands(rng, (8 * 96, 70), (70, 50), integers=True)
+    f = jax.jit(jax.shard_map(lambda a, b: bf16_ffi.matmul(a, b), mesh=mesh, in_specs=(P("data"), P()),
+                              out_specs=P("data")))
+    want = _einsum(a, b, False, False)
+    for _ in range(20):
+        np.testing.assert_array_equal(f(a, b), want)
