@@ -107,7 +107,77 @@ void portable(const Problem& q, ffi::ThreadPool& pool) {
   });
 }
 
-#if defined(__x86_64__)
+struct alignas(64) TileConfig {
+  uint8_t palette_id;
+  uint8_t start_row;
+  uint8_t reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+#if defined(JAXCNN_EMULATE_AMX)
+
+// The AMX instructions in software, as the Intel SDM defines them (tile registers per thread, TDPBF16PS summing
+// pairs of bfloat16 products into float32), so that the kernel's packing, strides and tiling can be tested on a
+// CPU without AMX (tests/layers/test_bf16_ffi.py builds this file with -DJAXCNN_EMULATE_AMX). Not for speed.
+namespace emulated {
+struct Tiles {
+  uint8_t rows[8];
+  uint16_t colsb[8];
+  uint8_t data[8][16 * 64];
+};
+thread_local Tiles tiles;
+inline void loadconfig(const void* cfg) {
+  const auto* c = static_cast<const TileConfig*>(cfg);
+  for (int t = 0; t < 8; ++t) {
+    tiles.rows[t] = c->rows[t];
+    tiles.colsb[t] = c->colsb[t];
+  }
+}
+inline void zero(int t) { std::memset(tiles.data[t], 0, sizeof tiles.data[t]); }
+inline void loadd(int t, const void* base, int64_t stride) {
+  for (int r = 0; r < tiles.rows[t]; ++r)
+    std::memcpy(tiles.data[t] + r * 64, static_cast<const uint8_t*>(base) + r * stride, tiles.colsb[t]);
+}
+inline void stored(int t, void* base, int64_t stride) {
+  for (int r = 0; r < tiles.rows[t]; ++r)
+    std::memcpy(static_cast<uint8_t*>(base) + r * stride, tiles.data[t] + r * 64, tiles.colsb[t]);
+}
+inline void dpbf16ps(int c, int a, int b) {
+  for (int m = 0; m < tiles.rows[c]; ++m)
+    for (int k = 0; k < tiles.colsb[a] / 4; ++k)
+      for (int n = 0; n < tiles.colsb[c] / 4; ++n) {
+        uint16_t a2[2], b2[2];
+        float acc;
+        std::memcpy(a2, tiles.data[a] + m * 64 + k * 4, 4);
+        std::memcpy(b2, tiles.data[b] + k * 64 + n * 4, 4);
+        std::memcpy(&acc, tiles.data[c] + m * 64 + n * 4, 4);
+        acc += widen(a2[0]) * widen(b2[0]);
+        acc += widen(a2[1]) * widen(b2[1]);
+        std::memcpy(tiles.data[c] + m * 64 + n * 4, &acc, 4);
+      }
+}
+}  // namespace emulated
+#define AMX_TARGET
+#define TILE_LOADCONFIG(cfg) emulated::loadconfig(cfg)
+#define TILE_ZERO(t) emulated::zero(t)
+#define TILE_LOADD(t, base, stride) emulated::loadd(t, base, stride)
+#define TILE_STORED(t, base, stride) emulated::stored(t, base, stride)
+#define TILE_DPBF16PS(c, a, b) emulated::dpbf16ps(c, a, b)
+#define TILE_RELEASE()
+bool amx_usable() { return true; }
+#define HAVE_AMX_KERNEL 1
+
+#elif defined(__x86_64__)
+
+#define AMX_TARGET __attribute__((target("amx-tile,amx-bf16")))
+#define TILE_LOADCONFIG(cfg) _tile_loadconfig(cfg)
+#define TILE_ZERO(t) _tile_zero(t)
+#define TILE_LOADD(t, base, stride) _tile_loadd(t, base, stride)
+#define TILE_STORED(t, base, stride) _tile_stored(t, base, stride)
+#define TILE_DPBF16PS(c, a, b) _tile_dpbf16ps(c, a, b)
+#define TILE_RELEASE() _tile_release()
+#define HAVE_AMX_KERNEL 1
 
 // Linux hands out the AMX tile state only to a process that asks (arch_prctl ARCH_REQ_XCOMP_PERM).
 bool amx_usable() {
@@ -122,42 +192,37 @@ bool amx_usable() {
   return usable;
 }
 
-struct alignas(64) TileConfig {
-  uint8_t palette_id;
-  uint8_t start_row;
-  uint8_t reserved[14];
-  uint16_t colsb[16];
-  uint8_t rows[16];
-};
+#endif
+
+#if defined(HAVE_AMX_KERNEL)
 
 // Tiles: 0-1 C (two 16x16 float32 blocks side by side), 2 A (16 rows x 32 bfloat16), 3-4 B (16 pairs of k x 16
 // columns x 2, the "VNNI" layout TDPBF16PS reads). The tile state is per thread: each chunk configures its own.
-__attribute__((target("amx-tile,amx-bf16"))) void amx_rows(const uint16_t* ap, const uint16_t* bp, float* cp,
-                                                            int64_t i_begin, int64_t i_end, int64_t kp,
-                                                            int64_t np) {
+AMX_TARGET void amx_rows(const uint16_t* ap, const uint16_t* bp, float* cp, int64_t i_begin, int64_t i_end,
+                         int64_t kp, int64_t np) {
   TileConfig cfg{};
   cfg.palette_id = 1;
   for (int t = 0; t < 5; ++t) {
     cfg.rows[t] = 16;
     cfg.colsb[t] = 64;
   }
-  _tile_loadconfig(&cfg);
+  TILE_LOADCONFIG(&cfg);
   for (int64_t i0 = i_begin; i0 < i_end; i0 += 16) {
     for (int64_t j0 = 0; j0 < np; j0 += 32) {
-      _tile_zero(0);
-      _tile_zero(1);
+      TILE_ZERO(0);
+      TILE_ZERO(1);
       for (int64_t p0 = 0; p0 < kp; p0 += 32) {
-        _tile_loadd(2, ap + i0 * kp + p0, kp * 2);
-        _tile_loadd(3, bp + (p0 / 2) * np * 2 + j0 * 2, np * 4);
-        _tile_loadd(4, bp + (p0 / 2) * np * 2 + (j0 + 16) * 2, np * 4);
-        _tile_dpbf16ps(0, 2, 3);
-        _tile_dpbf16ps(1, 2, 4);
+        TILE_LOADD(2, ap + i0 * kp + p0, kp * 2);
+        TILE_LOADD(3, bp + (p0 / 2) * np * 2 + j0 * 2, np * 4);
+        TILE_LOADD(4, bp + (p0 / 2) * np * 2 + (j0 + 16) * 2, np * 4);
+        TILE_DPBF16PS(0, 2, 3);
+        TILE_DPBF16PS(1, 2, 4);
       }
-      _tile_stored(0, cp + i0 * np + j0, np * 4);
-      _tile_stored(1, cp + i0 * np + j0 + 16, np * 4);
+      TILE_STORED(0, cp + i0 * np + j0, np * 4);
+      TILE_STORED(1, cp + i0 * np + j0 + 16, np * 4);
     }
   }
-  _tile_release();
+  TILE_RELEASE();
 }
 
 void amx(const Problem& q, ffi::ThreadPool& pool) {

@@ -119,6 +119,56 @@ def test_the_amx_kernel_agrees_with_the_portable_one_or_refuses_where_absent():
     assert bf16_ffi.route().describe().startswith("bfloat16 products, float32 sums: jaxcnn's FFI kernel (amx)")
 
 
+@pytest.fixture(scope="module")
+def emulated_amx(tmp_path_factory):
+    """The FFI target built from the shipped source with the AMX instructions emulated in software as the Intel SDM
+    defines them (-DJAXCNN_EMULATE_AMX): the AMX kernel's packing, strides, tiling and threading, run here."""
+    import ctypes
+    import importlib.util
+    import pathlib
+    import subprocess
+
+    compiler = shutil.which("c++") or shutil.which("g++")
+    if compiler is None or platform.system() != "Linux":
+        pytest.skip("no Linux C++ compiler here")
+    source = pathlib.Path(bf16_ffi.__file__).with_name("_bf16_matmul.cc")
+    lib = tmp_path_factory.mktemp("amx") / "emulated.so"
+    subprocess.run([compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-DJAXCNN_EMULATE_AMX",
+                    f"-isystem{jax.ffi.include_dir()}", str(source), "-o", str(lib)], check=True)
+    handle = ctypes.CDLL(str(lib))  # RTLD_LOCAL: its symbols do not meet the real extension's
+    assert handle.jaxcnn_bf16_matmul_amx_usable() == 1
+    jax.ffi.register_ffi_target("jaxcnn_bf16_matmul_emulated_amx", jax.ffi.pycapsule(handle.jaxcnn_bf16_matmul),
+                                platform="cpu")
+
+    def call(a, b, ta=False, tb=False, kernel="amx"):
+        m, n = (a.shape[-1] if ta else a.shape[-2]), (b.shape[-2] if tb else b.shape[-1])
+        out = jax.ShapeDtypeStruct(a.shape[:-2] + (m, n), jnp.float32)
+        return jax.ffi.ffi_call("jaxcnn_bf16_matmul_emulated_amx", out, vmap_method="broadcast_all")(
+            a, b, transpose_a=ta, transpose_b=tb, kernel=np.int64(bf16_ffi.KERNELS[kernel]))
+
+    return call
+
+
+@pytest.mark.parametrize("ta, tb", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("m, k, n", [(1, 1, 1), (37, 45, 21), (16, 32, 32), (50, 300, 70), (130, 33, 100)])
+def test_the_amx_kernel_in_emulation_equals_xlas_dot(emulated_amx, ta, tb, m, k, n):
+    rng = np.random.default_rng(m + k + n)
+    a, b = _operands(rng, (k, m) if ta else (m, k), (n, k) if tb else (k, n), integers=True)
+    got = jax.jit(lambda a, b: emulated_amx(a, b, ta, tb))(a, b)
+    np.testing.assert_array_equal(got, _einsum(a, b, ta, tb))  # exact sums: bit for bit
+    a, b = _operands(rng, a.shape, b.shape, integers=False)
+    bound = _einsum(jnp.abs(a), jnp.abs(b), ta, tb) * k * 2.0 ** -23
+    assert np.all(np.abs(emulated_amx(a, b, ta, tb) - _einsum(a, b, ta, tb)) <= bound)
+
+
+def test_the_amx_kernel_in_emulation_under_vmap_and_the_thread_pool(emulated_amx):
+    rng = np.random.default_rng(5)
+    a, b = _operands(rng, (3, 200, 45), (3, 45, 40), integers=True)  # 13 row blocks: split over the pool
+    np.testing.assert_array_equal(jax.jit(jax.vmap(emulated_amx))(a, b), _einsum(a, b, False, False))
+    np.testing.assert_array_equal(emulated_amx(a[0], b[0], kernel="auto"),
+                                  emulated_amx(a[0], b[0], kernel="portable"))
+
+
 @needs_ext
 def test_mixed_matmul_through_the_ffi_forward_and_gradients_equal_the_xla_path(monkeypatch):
     rng = np.random.default_rng(3)
