@@ -296,7 +296,7 @@ def bench_bf16_matmul(m: int = 3200, k: int = 300, n: int = 1200, repeats: int =
     b = jax.random.normal(jax.random.key(1), (k, n)).astype(jnp.bfloat16)
     fns = {"xla_bf16": jax.jit(lambda a, b: jnp.einsum("mk,kn->mn", a, b, preferred_element_type=jnp.float32)),
            "xla_f32": jax.jit(lambda a, b: a.astype(jnp.float32) @ b.astype(jnp.float32))}
-    if bf16_ffi.extension_path() is not None:
+    if bf16_ffi.available():
         fns["ffi_portable"] = jax.jit(lambda a, b: bf16_ffi.matmul(a, b, kernel="portable"))
         if bf16_ffi.amx_usable():
             fns["ffi_amx"] = jax.jit(lambda a, b: bf16_ffi.matmul(a, b, kernel="amx"))

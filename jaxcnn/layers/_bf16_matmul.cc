@@ -1,8 +1,8 @@
 // bfloat16 x bfloat16 -> float32 matrix products for jaxcnn's mixed precision (layers.mixed_matmul), as an XLA
 // FFI target. Built at install time by setup.py (optional: without a C++ compiler the XLA path runs).
 //
-// C[b] = op(A[b]) @ op(B[b]), op = identity or transpose per operand; products of bfloat16 values are exact in
-// float32, and the sums are float32.
+// C[b] = op(A[b]) @ op(B[b]), op = identity or transpose per operand; the products of bfloat16 values are exact
+// in float32 (short of overflow and denormals, which AMX flushes to zero), and the sums are float32.
 //
 // Two kernels:
 //   * AMX (x86 CPUs with amx_bf16, e.g. Sapphire Rapids): 16x16 float32 tiles accumulated by TDPBF16PS. XLA's
@@ -12,8 +12,19 @@
 //     where AMX is absent but the custom call is asked for.
 // Both split C's rows over XLA's intra-op thread pool (the FFI's ThreadPool context). The "kernel" attribute picks
 // one: 0 = AMX if usable else portable, 1 = portable, 2 = AMX (an error if unusable).
+//
+// Built as a Python extension module by setup.py (-DJAXCNN_PYTHON_MODULE): an empty module, so that tools which
+// import every module of the package find one; jaxcnn/layers/bf16_ffi.py loads the library through ctypes.
+
+#if defined(JAXCNN_PYTHON_MODULE)
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#endif
 
 #include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstddef>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -60,9 +71,9 @@ void parallel_for(ffi::ThreadPool& pool, int64_t n, const F& f) {
     std::condition_variable cv;
   };
   auto state = std::make_shared<State>();
-  auto run = [chunks, n](State& s, const F& body) {
+  auto run = [chunks, n](State& s, const F* body) {
     for (int64_t c; (c = s.next.fetch_add(1)) < chunks;) {
-      body(c * n / chunks, (c + 1) * n / chunks);
+      (*body)(c * n / chunks, (c + 1) * n / chunks);
       if (s.done.fetch_add(1) + 1 == chunks) {
         std::lock_guard<std::mutex> lock(s.mu);
         s.cv.notify_all();
@@ -70,8 +81,8 @@ void parallel_for(ffi::ThreadPool& pool, int64_t n, const F& f) {
     }
   };
   const F* body = &f;
-  for (int64_t h = 0; h < helpers; ++h) pool.Schedule([state, run, body] { run(*state, *body); });
-  run(*state, f);
+  for (int64_t h = 0; h < helpers; ++h) pool.Schedule([state, run, body] { run(*state, body); });
+  run(*state, body);
   std::unique_lock<std::mutex> lock(state->mu);
   state->cv.wait(lock, [&] { return state->done.load() == chunks; });
 }
@@ -114,36 +125,62 @@ struct alignas(64) TileConfig {
   uint16_t colsb[16];
   uint8_t rows[16];
 };
+// The layout LDTILECFG reads (Intel SDM): palette at byte 0, colsb at 16-47, rows at 48-63.
+static_assert(offsetof(TileConfig, colsb) == 16 && offsetof(TileConfig, rows) == 48 && sizeof(TileConfig) == 64,
+              "TileConfig must be LDTILECFG's 64-byte layout");
 
 #if defined(JAXCNN_EMULATE_AMX)
 
-// The AMX instructions in software, as the Intel SDM defines them (tile registers per thread, TDPBF16PS summing
-// pairs of bfloat16 products into float32), so that the kernel's packing, strides and tiling can be tested on a
-// CPU without AMX (tests/layers/test_bf16_ffi.py builds this file with -DJAXCNN_EMULATE_AMX). Not for speed.
+// The AMX instructions in software, as the Intel SDM defines them, so that the kernel's tile configuration,
+// packing, strides, tiling and threading can be tested on a CPU without AMX (tests/layers/test_bf16_ffi.py builds
+// this file with -DJAXCNN_EMULATE_AMX). Per thread: eight tile registers of 16 rows x 64 bytes, configured from
+// LDTILECFG's raw 64 bytes; TDPBF16PS adds pairs of bfloat16 products into float32 with denormal inputs read as
+// zero and denormal results flushed (DAZ, FTZ). What the hardware would fault on (a palette other than 1, rows
+// over 16 or colsb over 64, operand shapes that do not chain) is counted instead, and the test checks the count
+// is zero. Not for speed.
 namespace emulated {
 struct Tiles {
+  bool configured = false;
   uint8_t rows[8];
   uint16_t colsb[8];
   uint8_t data[8][16 * 64];
 };
 thread_local Tiles tiles;
+std::atomic<int64_t> faults{0};
+inline void fault() { faults.fetch_add(1); }
 inline void loadconfig(const void* cfg) {
-  const auto* c = static_cast<const TileConfig*>(cfg);
+  const auto* bytes = static_cast<const uint8_t*>(cfg);
+  if (bytes[0] != 1) fault();
   for (int t = 0; t < 8; ++t) {
-    tiles.rows[t] = c->rows[t];
-    tiles.colsb[t] = c->colsb[t];
+    uint16_t colsb;
+    std::memcpy(&colsb, bytes + 16 + 2 * t, 2);
+    tiles.colsb[t] = colsb;
+    tiles.rows[t] = bytes[48 + t];
+    if (colsb > 64 || tiles.rows[t] > 16) fault();
   }
+  tiles.configured = true;
 }
-inline void zero(int t) { std::memset(tiles.data[t], 0, sizeof tiles.data[t]); }
+inline bool usable(int t) { return tiles.configured && tiles.rows[t] > 0 && tiles.colsb[t] > 0; }
+inline void zero(int t) {
+  if (!usable(t)) fault();
+  std::memset(tiles.data[t], 0, sizeof tiles.data[t]);
+}
 inline void loadd(int t, const void* base, int64_t stride) {
+  if (!usable(t)) fault();
   for (int r = 0; r < tiles.rows[t]; ++r)
     std::memcpy(tiles.data[t] + r * 64, static_cast<const uint8_t*>(base) + r * stride, tiles.colsb[t]);
 }
 inline void stored(int t, void* base, int64_t stride) {
+  if (!usable(t)) fault();
   for (int r = 0; r < tiles.rows[t]; ++r)
     std::memcpy(static_cast<uint8_t*>(base) + r * stride, tiles.data[t] + r * 64, tiles.colsb[t]);
 }
+inline float daz(float x) { return std::fpclassify(x) == FP_SUBNORMAL ? 0.0f * x : x; }
 inline void dpbf16ps(int c, int a, int b) {
+  // The shapes TDPBF16PS requires: C is A.rows x B.colsb/4 float32; A's pairs are B's rows.
+  if (!usable(c) || !usable(a) || !usable(b) || tiles.rows[c] != tiles.rows[a] ||
+      tiles.colsb[c] != tiles.colsb[b] || tiles.colsb[a] / 4 != tiles.rows[b])
+    fault();
   for (int m = 0; m < tiles.rows[c]; ++m)
     for (int k = 0; k < tiles.colsb[a] / 4; ++k)
       for (int n = 0; n < tiles.colsb[c] / 4; ++n) {
@@ -152,11 +189,12 @@ inline void dpbf16ps(int c, int a, int b) {
         std::memcpy(a2, tiles.data[a] + m * 64 + k * 4, 4);
         std::memcpy(b2, tiles.data[b] + k * 64 + n * 4, 4);
         std::memcpy(&acc, tiles.data[c] + m * 64 + n * 4, 4);
-        acc += widen(a2[0]) * widen(b2[0]);
-        acc += widen(a2[1]) * widen(b2[1]);
+        acc = daz(acc + daz(widen(a2[0])) * daz(widen(b2[0])));
+        acc = daz(acc + daz(widen(a2[1])) * daz(widen(b2[1])));
         std::memcpy(tiles.data[c] + m * 64 + n * 4, &acc, 4);
       }
 }
+inline void release() { tiles.configured = false; }
 }  // namespace emulated
 #define AMX_TARGET
 #define TILE_LOADCONFIG(cfg) emulated::loadconfig(cfg)
@@ -164,8 +202,11 @@ inline void dpbf16ps(int c, int a, int b) {
 #define TILE_LOADD(t, base, stride) emulated::loadd(t, base, stride)
 #define TILE_STORED(t, base, stride) emulated::stored(t, base, stride)
 #define TILE_DPBF16PS(c, a, b) emulated::dpbf16ps(c, a, b)
-#define TILE_RELEASE()
-bool amx_usable() { return true; }
+#define TILE_RELEASE() emulated::release()
+int amx_status() { return 1; }
+extern "C" __attribute__((visibility("default"))) int64_t jaxcnn_bf16_matmul_emulated_faults() {
+  return emulated::faults.load();
+}
 #define HAVE_AMX_KERNEL 1
 
 #elif defined(__x86_64__)
@@ -179,20 +220,23 @@ bool amx_usable() { return true; }
 #define TILE_RELEASE() _tile_release()
 #define HAVE_AMX_KERNEL 1
 
-// Linux hands out the AMX tile state only to a process that asks (arch_prctl ARCH_REQ_XCOMP_PERM).
-bool amx_usable() {
-  static const bool usable = [] {
+// 1: usable; 0: the CPU has no AMX (bf16 and tile); -errno: it has, but Linux refused the tile state, which it
+// hands out only to a process that asks (arch_prctl ARCH_REQ_XCOMP_PERM; Linux >= 5.16).
+int amx_status() {
+  static const int status = [] {
     unsigned eax, ebx, ecx, edx;
-    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return 0;
     const bool amx_bf16 = (edx >> 22) & 1, amx_tile = (edx >> 24) & 1;
-    if (!amx_bf16 || !amx_tile) return false;
+    if (!amx_bf16 || !amx_tile) return 0;
     constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
-    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0 ? 1 : -errno;
   }();
-  return usable;
+  return status;
 }
 
 #endif
+
+bool amx_usable() { return amx_status() == 1; }
 
 #if defined(HAVE_AMX_KERNEL)
 
@@ -206,7 +250,11 @@ AMX_TARGET void amx_rows(const uint16_t* ap, const uint16_t* bp, float* cp, int6
     cfg.rows[t] = 16;
     cfg.colsb[t] = 64;
   }
+  // GCC's AMX intrinsics do not declare all the memory they read (the 64-byte config, the tiles' rows): keep
+  // every store before them where it is.
+  asm volatile("" ::: "memory");
   TILE_LOADCONFIG(&cfg);
+  asm volatile("" ::: "memory");
   for (int64_t i0 = i_begin; i0 < i_end; i0 += 16) {
     for (int64_t j0 = 0; j0 < np; j0 += 32) {
       TILE_ZERO(0);
@@ -243,6 +291,7 @@ void amx(const Problem& q, ffi::ThreadPool& pool) {
 
 #else
 
+int amx_status() { return 0; }
 bool amx_usable() { return false; }
 void amx(const Problem&, ffi::ThreadPool&) {}
 
@@ -298,5 +347,20 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxcnn_bf16_matmul, Bf16Matmul,
                                   .Attr<bool>("transpose_b")
                                   .Attr<int64_t>("kernel"));
 
-// 1 where the AMX kernel can run here (the CPU has amx_bf16 and the kernel granted the tile state), else 0.
-extern "C" __attribute__((visibility("default"))) int jaxcnn_bf16_matmul_amx_usable() { return amx_usable() ? 1 : 0; }
+// 1 where the AMX kernel can run here; 0 where the CPU has no AMX; -errno where Linux refused the tile state.
+extern "C" __attribute__((visibility("default"))) int jaxcnn_bf16_matmul_amx_status() { return amx_status(); }
+
+#if !defined(JAXCNN_SOURCE_SHA256)
+#define JAXCNN_SOURCE_SHA256 ""
+#endif
+// The SHA-256 of the source this library was built from (setup.py passes it): a stale build is detectable.
+extern "C" __attribute__((visibility("default"))) const char* jaxcnn_bf16_matmul_source_sha256() {
+  return JAXCNN_SOURCE_SHA256;
+}
+
+#if defined(JAXCNN_PYTHON_MODULE)
+static PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_bf16_matmul",
+                                 "jaxcnn's XLA FFI kernel for bfloat16 products; loaded by jaxcnn.layers.bf16_ffi",
+                                 -1, nullptr};
+PyMODINIT_FUNC PyInit__bf16_matmul() { return PyModule_Create(&module_def); }
+#endif

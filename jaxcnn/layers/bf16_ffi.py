@@ -6,8 +6,13 @@ multiplies through this custom call instead, whose AMX kernel accumulates 16x16 
 (no AMX, GPU/TPU, or the extension not built) the XLA path runs.
 
 The route is chosen by `route()`: the environment variable `JAXCNN_BF16_MATMUL` = `auto` (the default: the custom
-call where its AMX kernel runs and agrees with the portable kernel on this machine, else XLA), `xla`, or `ffi`
-(the custom call even without AMX: its portable kernel, for tests). It is read when a step is traced.
+call where its AMX kernel runs and agrees with the portable kernel on this machine, and JAX has one CPU device,
+else XLA), `xla`, or `ffi` (the custom call even without AMX: its portable kernel, for tests). It is read when a
+step is traced: JAX caches a function's trace, so set it before the first step.
+
+The custom call has no partitioning rule: under a multi-device `jit` XLA gathers its operands and computes the
+whole product on every device (correct, not faster); hence `auto` keeps XLA where JAX has several CPU devices.
+It has no JVP rule either: gradients of gradients through `mixed_matmul` need the XLA route.
 
 The extension is a plain shared library (no Python module inside), built at install time by setup.py where a
 C++ compiler is found; nothing is registered with XLA until a product first needs it.
@@ -19,6 +24,7 @@ import ctypes
 import dataclasses
 import functools
 import importlib.machinery
+import hashlib
 import os
 import threading
 from pathlib import Path
@@ -29,7 +35,8 @@ import numpy as np
 
 from jaxcnn.errors import ConfigError
 
-__all__ = ["ENV", "Route", "route", "matmul", "extension_path", "amx_usable"]
+__all__ = ["ENV", "Route", "route", "matmul", "available", "extension_path", "amx_usable", "built_from",
+           "source_sha256"]
 
 ENV = "JAXCNN_BF16_MATMUL"
 TARGET = "jaxcnn_bf16_matmul"
@@ -66,27 +73,56 @@ def extension_path() -> Path | None:
     return None
 
 
-@functools.cache
+def source_sha256() -> str:
+    """The SHA-256 of the shipped kernel source (`_bf16_matmul.cc`), which the built library also records."""
+    return hashlib.sha256(Path(__file__).with_name(f"{_STEM}.cc").read_bytes()).hexdigest()
+
+
+_loaded: list[ctypes.CDLL | str] = []
+
+
 def _library() -> ctypes.CDLL | str:
-    """The loaded extension with its XLA target registered, or why not (a string)."""
+    """The loaded extension with its XLA target registered, or why not (a string). Loaded once per process."""
+    with _lock:
+        if not _loaded:
+            _loaded.append(_load())
+        return _loaded[0]
+
+
+def _load() -> ctypes.CDLL | str:
     path = extension_path()
     if path is None:
         return "the FFI extension is not built (setup.py needs a C++ compiler at install time)"
     try:
         lib = ctypes.CDLL(str(path))
-    except OSError as e:
-        return f"the FFI extension {path.name} does not load: {e}"
-    with _lock:
+        lib.jaxcnn_bf16_matmul_amx_status.restype = ctypes.c_int
+        lib.jaxcnn_bf16_matmul_source_sha256.restype = ctypes.c_char_p
         jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.jaxcnn_bf16_matmul), platform="cpu")
-    lib.jaxcnn_bf16_matmul_amx_usable.restype = ctypes.c_int
+    except Exception as e:  # a broken build must leave the XLA path, not a failed trace
+        return f"the FFI extension {path.name} does not load: {type(e).__name__}: {e}"
     return lib
+
+
+def available() -> bool:
+    """Whether the extension is built and loads here."""
+    return not isinstance(_library(), str)
+
+
+def built_from() -> str:
+    """The SHA-256 of the source the loaded extension was built from ("" where not built or not recorded)."""
+    lib = _library()
+    return "" if isinstance(lib, str) else lib.jaxcnn_bf16_matmul_source_sha256().decode()
+
+
+def _amx_status() -> int:
+    lib = _library()
+    return 0 if isinstance(lib, str) else int(lib.jaxcnn_bf16_matmul_amx_status())
 
 
 def amx_usable() -> bool:
     """Whether the FFI's AMX kernel can run here (the extension is built, the CPU has amx_bf16, Linux granted the
     tile state)."""
-    lib = _library()
-    return not isinstance(lib, str) and bool(lib.jaxcnn_bf16_matmul_amx_usable())
+    return _amx_status() == 1
 
 
 def matmul(a: jax.Array, b: jax.Array, *, transpose_a: bool = False, transpose_b: bool = False,
@@ -140,18 +176,29 @@ def route() -> Route:
         raise ConfigError(f"{ENV}={os.environ[ENV]!r}: use auto, xla or ffi")
     if asked == "xla":
         return Route("xla", "", f"{ENV}=xla")
-    lib = _library()
+    backend = jax.default_backend()
     if asked == "ffi":
+        if backend != "cpu":
+            raise ConfigError(f"{ENV}=ffi: the FFI kernel runs on the CPU, and JAX's default backend is {backend}")
+        lib = _library()
         if isinstance(lib, str):
             raise ConfigError(f"{ENV}=ffi: {lib}")
         kernel = "amx" if amx_usable() else "portable"
         return Route("ffi", kernel, f"{ENV}=ffi" + ("" if kernel == "amx" else " (no AMX here: portable kernel)"))
-    if jax.default_backend() != "cpu":
-        return Route("xla", "", f"bfloat16 is native on {jax.default_backend()}")
+    if backend != "cpu":
+        return Route("xla", "", f"bfloat16 is native on {backend}")
+    lib = _library()
     if isinstance(lib, str):
         return Route("xla", "", lib)
-    if not amx_usable():
+    status = _amx_status()
+    if status == 0:
         return Route("xla", "", "this CPU has no AMX, where XLA's own dot is as fast")
+    if status < 0:
+        return Route("xla", "", f"this CPU has AMX but Linux refused the tile state (arch_prctl: "
+                                f"{os.strerror(-status)}; Linux >= 5.16 grants it)")
+    if jax.device_count() > 1:
+        return Route("xla", "", f"{jax.device_count()} CPU devices: under a mesh the custom call would be "
+                                f"computed whole on each (it has no partitioning rule)")
     if not _amx_agrees():
         return Route("xla", "", "the AMX kernel disagreed with the portable one on this machine (a bug: report it)")
     return Route("ffi", "amx", "AMX found and checked on this machine")

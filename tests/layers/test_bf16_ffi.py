@@ -53,6 +53,13 @@ def test_the_extension_is_built_where_a_compiler_is():
     if platform.system() != "Linux" or shutil.which("c++") is None:
         pytest.skip("no Linux C++ compiler here")
     assert BUILT, "setup.py did not build jaxcnn/layers/_bf16_matmul (see the pip install log)"
+    assert bf16_ffi.available()
+    # Built from the source shipped beside it (an edited .cc needs `pip install -e .` again).
+    assert bf16_ffi.built_from() == bf16_ffi.source_sha256()
+    # An (empty) Python module too, so that tools which import every module of the package find one.
+    import importlib
+
+    assert importlib.import_module("jaxcnn.layers._bf16_matmul").__doc__.startswith("jaxcnn's XLA FFI kernel")
 
 
 @needs_ext
@@ -116,7 +123,8 @@ def test_the_amx_kernel_agrees_with_the_portable_one_or_refuses_where_absent():
         aa, bb = (a.T if ta else a), (b.T if tb else b)
         np.testing.assert_array_equal(bf16_ffi.matmul(aa, bb, transpose_a=ta, transpose_b=tb, kernel="amx"),
                                       bf16_ffi.matmul(aa, bb, transpose_a=ta, transpose_b=tb, kernel="portable"))
-    assert bf16_ffi.route().describe().startswith("bfloat16 products, float32 sums: jaxcnn's FFI kernel (amx)")
+    if jax.device_count() == 1:
+        assert bf16_ffi.route().describe().startswith("bfloat16 products, float32 sums: jaxcnn's FFI kernel (amx)")
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +144,7 @@ def emulated_amx(tmp_path_factory):
     subprocess.run([compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-DJAXCNN_EMULATE_AMX",
                     f"-isystem{jax.ffi.include_dir()}", str(source), "-o", str(lib)], check=True)
     handle = ctypes.CDLL(str(lib))  # RTLD_LOCAL: its symbols do not meet the real extension's
-    assert handle.jaxcnn_bf16_matmul_amx_usable() == 1
+    assert handle.jaxcnn_bf16_matmul_amx_status() == 1
     jax.ffi.register_ffi_target("jaxcnn_bf16_matmul_emulated_amx", jax.ffi.pycapsule(handle.jaxcnn_bf16_matmul),
                                 platform="cpu")
 
@@ -146,7 +154,9 @@ def emulated_amx(tmp_path_factory):
         return jax.ffi.ffi_call("jaxcnn_bf16_matmul_emulated_amx", out, vmap_method="broadcast_all")(
             a, b, transpose_a=ta, transpose_b=tb, kernel=np.int64(bf16_ffi.KERNELS[kernel]))
 
-    return call
+    call.faults = lambda: handle.jaxcnn_bf16_matmul_emulated_faults()  # what real AMX would have faulted on
+    yield call
+    assert call.faults() == 0
 
 
 @pytest.mark.parametrize("ta, tb", [(False, False), (True, False), (False, True), (True, True)])
@@ -159,6 +169,7 @@ def test_the_amx_kernel_in_emulation_equals_xlas_dot(emulated_amx, ta, tb, m, k,
     a, b = _operands(rng, a.shape, b.shape, integers=False)
     bound = _einsum(jnp.abs(a), jnp.abs(b), ta, tb) * k * 2.0 ** -23
     assert np.all(np.abs(emulated_amx(a, b, ta, tb) - _einsum(a, b, ta, tb)) <= bound)
+    assert emulated_amx.faults() == 0  # tile shapes and configuration as the hardware requires
 
 
 def test_the_amx_kernel_in_emulation_under_vmap_and_the_thread_pool(emulated_amx):
@@ -222,9 +233,29 @@ def test_route_auto_xla_and_the_bad_values(monkeypatch):
         bf16_ffi.route()
     monkeypatch.delenv(bf16_ffi.ENV)
     auto = bf16_ffi.route()
-    # auto takes the FFI only where its AMX kernel runs (elsewhere XLA's dot is as fast).
-    assert auto.ffi == (BUILT and bf16_ffi.amx_usable() and jax.default_backend() == "cpu")
+    # auto takes the FFI only where its AMX kernel runs (elsewhere XLA's dot is as fast), on one CPU device.
+    assert auto.ffi == (BUILT and bf16_ffi.amx_usable() and jax.default_backend() == "cpu"
+                        and jax.device_count() == 1)
     assert auto.describe().startswith("bfloat16 products, float32 sums: ")
+
+
+@needs_ext
+def test_auto_on_a_cpu_with_amx_keeps_xla_for_several_devices_or_a_refused_tile_state(monkeypatch):
+    if jax.default_backend() != "cpu":
+        pytest.skip("a CPU default backend")
+    monkeypatch.delenv(bf16_ffi.ENV, raising=False)
+    monkeypatch.setattr(bf16_ffi, "_amx_status", lambda: -1)  # EPERM
+    assert "this CPU has AMX but Linux refused the tile state (arch_prctl: " in bf16_ffi.route().reason
+    monkeypatch.setattr(bf16_ffi, "_amx_status", lambda: 1)
+    monkeypatch.setattr(bf16_ffi, "_amx_agrees", lambda: True)
+    monkeypatch.setattr(jax, "device_count", lambda: 8)
+    assert bf16_ffi.route() == bf16_ffi.Route(
+        "xla", "", "8 CPU devices: under a mesh the custom call would be computed whole on each (it has no "
+                   "partitioning rule)")
+    monkeypatch.setattr(jax, "device_count", lambda: 1)
+    assert bf16_ffi.route() == bf16_ffi.Route("ffi", "amx", "AMX found and checked on this machine")
+    monkeypatch.setattr(bf16_ffi, "_amx_agrees", lambda: False)
+    assert bf16_ffi.route().name == "xla" and "disagreed" in bf16_ffi.route().reason
 
 
 def test_without_the_extension_auto_falls_back_to_xla_and_ffi_is_refused(monkeypatch):
