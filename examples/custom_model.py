@@ -28,11 +28,12 @@ class DilatedCNN(nn.Module):
     vocab_size: int
     num_classes: int
     features: int = 64
+    embed_dim: int = 64
 
     @nn.compact
     def __call__(self, ids, *, train=False):
         mask = (ids != 0)[..., None]
-        x = nn.Embed(self.vocab_size, 64)(ids)
+        x = nn.Embed(self.vocab_size, self.embed_dim)(ids)
         for dilation in (1, 2, 4):
             x = nn.relu(nn.Conv(self.features, (3,), kernel_dilation=dilation, padding="SAME")(x))
         x = jnp.max(jnp.where(mask, x, -1e9), axis=1)  # padding never wins the max
@@ -40,9 +41,10 @@ class DilatedCNN(nn.Module):
         return nn.Dense(self.num_classes)(x)
 
 
-def dilated_task() -> TextTask:
+def dilated_task(features: int = 64, embed_dim: int = 64) -> TextTask:
     """Kim's text pipeline with this model; its name is saved with the checkpoints."""
-    return TextTask(name="trec-dilated", model=lambda cfg, data: DilatedCNN(len(data.vocab), data.num_classes))
+    return TextTask(name="trec-dilated", model=lambda cfg, data: DilatedCNN(len(data.vocab), data.num_classes,
+                                                                            features, embed_dim))
 
 
 def main() -> None:
@@ -50,13 +52,16 @@ def main() -> None:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--data-dir", default=None, help="the data folder (default: JAXCNN_DATA_DIR)")
+    parser.add_argument("--features", type=int, default=64, help="feature maps per convolution (default: 64)")
+    parser.add_argument("--embed-dim", type=int, default=64, help="the word embeddings' size (default: 64)")
     ns = parser.parse_args()
     logging.getLogger("jaxcnn").setLevel(logging.INFO)  # the engine's epoch lines
     cfg = configs.kim2014("trec").replace(epochs=ns.epochs, optimizer="adam", lr=2e-3, max_norm=None,
                                           data_dir=ns.data_dir, progress=False)
-    summary = train_and_evaluate(cfg, ns.workdir, task=dilated_task())
+    task = dilated_task(ns.features, ns.embed_dim)  # a resumed or loaded run needs the same sizes
+    summary = train_and_evaluate(cfg, ns.workdir, task=task)
     print(json.dumps({k: summary[k] for k in ("epochs", "best_epoch", "dev_accuracy", "test_accuracy")}))
-    model = jaxcnn.load(ns.workdir, task=dilated_task())
+    model = jaxcnn.load(ns.workdir, task=task)
     for record in model.predict(["How far is it from Denver to Aspen ?", "Who wrote Hamlet ?"]):
         print(json.dumps({"text": record["text"], "label": record["label"]}))
 

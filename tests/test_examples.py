@@ -11,10 +11,15 @@ import sys
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
+# A narrower model than the example's default (64 maps, 64-d embeddings): the same engine, checkpoints, resume
+# and predictor in a quarter of the time, and still well above chance (> 0.5 on TREC's 6 classes) in 2 epochs.
+SMALL = ["--features", "16", "--embed-dim", "32"]
+
+
 def run_example(workdir: pathlib.Path, epochs: int, data_dir: pathlib.Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, JAXCNN_DATA_DIR=str(data_dir))
     return subprocess.run([sys.executable, str(REPO / "examples" / "custom_model.py"), "--workdir", str(workdir),
-                           "--epochs", str(epochs)], capture_output=True, text=True, env=env, timeout=900)
+                           "--epochs", str(epochs), *SMALL], capture_output=True, text=True, env=env, timeout=900)
 
 
 def test_custom_model_trains_resumes_and_predicts(tmp_path, data_dir):

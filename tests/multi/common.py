@@ -20,9 +20,11 @@ def write_pool_file(folder: pathlib.Path, n: int = 240) -> str:
 
 
 def tiny_config(data_file: str, **overrides):
-    """A CV set (one file) and a model that trains in a second; Adam learns it in a few epochs."""
+    """A CV set (one file) and a model that trains in a second; Adam learns it in a few epochs. One filter width:
+    what these tests compare (members against each other and against single runs) does not depend on it, and the
+    many programs they compile are smaller."""
     values = {"dataset": None, "train_file": data_file, "folds": 3, "optimizer": "adam", "lr": 0.01,
-              "steps_per_dispatch": 4, **overrides}
+              "steps_per_dispatch": 4, "windows": (2,), **overrides}
     return configs.tiny().replace(**values)
 
 
