@@ -190,6 +190,7 @@ def test_reproduce_quick_writes_table_and_plot(tmp_path, data_dir, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.exhaustive  # the benchmark scripts, not the library: left out of .ci/run for time
 def test_benchmark_reports_paired_ratio_and_memory(data_dir):
     from benchmarks.multi import benchmark_cv_vmapped
 
@@ -201,6 +202,7 @@ def test_benchmark_reports_paired_ratio_and_memory(data_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.exhaustive  # the benchmark scripts, not the library: left out of .ci/run for time
 def test_process_benchmark_runs_the_program_and_each_fold_alone(data_dir):
     from benchmarks.multi import benchmark_cv_processes
 
