@@ -84,3 +84,36 @@ def train_rows(program, name: str = "ids"):
     """Member 0's training examples' `name` array (in its training-list order) and labels."""
     m = program.members[0]
     return program.data.arrays[name][m.train], program.data.arrays["label"][m.train]
+
+
+def small_text_cnn(variant="rand", pooling="max", dtype=None, hidden=()):
+    """A small Kim CNN (vocab 40, 3 classes, 16-d, widths 2 and 3, 8 maps), its parameters with a non-zero head
+    (Kim's starts at zero: the features would not reach the logits) and a batch of ids ending in padding."""
+    import jax
+
+    from jaxcnn.models.text_cnn import TextCNN
+
+    model = TextCNN(vocab_size=40, num_classes=3, variant=variant, embed_dim=16, windows=(2, 3), maps=8,
+                    pooling=pooling, k=2, hidden=hidden, dtype=dtype)
+    ids = jax.random.randint(jax.random.key(1), (6, 14), 0, 40).at[:, -3:].set(0)
+    params = jax.jit(model.init)(jax.random.key(0), ids)["params"]  # one compile, not one per op
+    rng = np.random.default_rng(2)
+    params = jax.tree.map(lambda a: a + 0.3 * rng.standard_normal(a.shape, np.float32), params)
+    return model, params, ids
+
+
+def jaxpr_eqns(fn, *args) -> list:
+    """Every equation of fn's jaxpr, those of nested jaxprs (custom_vjp, scan, pjit...) included."""
+    import jax
+    import jax.extend
+
+    found = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            found.append(eqn)
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                walk(sub)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return found

@@ -4,7 +4,6 @@ parameters, the optimizer state, the logits, the losses and the metrics stay flo
 from __future__ import annotations
 
 import jax
-import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -12,42 +11,23 @@ import pytest
 from jaxcnn import configs
 from jaxcnn.errors import ConfigError
 from jaxcnn.layers import bf16_ffi
-from jaxcnn.models.text_cnn import TextCNN, fold_embeddings
-from tests.train.helpers import params_of, run_steps, single_program, write_splits, write_word2vec_text
+from jaxcnn.models.text_cnn import fold_embeddings
+from tests.train.helpers import (jaxpr_eqns, params_of, run_steps, single_program, small_text_cnn, write_splits,
+                                 write_word2vec_text)
 
 BF16 = jnp.dtype(jnp.bfloat16)
 
 
-def _model_and_params(variant="rand", pooling="max", dtype=None, hidden=()):
-    model = TextCNN(vocab_size=40, num_classes=3, variant=variant, embed_dim=16, windows=(2, 3), maps=8,
-                    pooling=pooling, k=2, hidden=hidden, dtype=dtype)
-    ids = jax.random.randint(jax.random.key(1), (6, 14), 0, 40).at[:, -3:].set(0)
-    params = jax.jit(model.init)(jax.random.key(0), ids)["params"]  # one compile, not one per op
-    # Kim's head starts at zero; give it weights so the features reach the logits.
-    rng = np.random.default_rng(2)
-    params = jax.tree.map(lambda a: a + 0.3 * rng.standard_normal(a.shape, np.float32), params)
-    return model, params, ids
-
-
 def _dots(fn, *args):
     """(operand dtypes, result dtype) of every dot_general in fn's jaxpr, the gradient's included."""
-    found = []
-
-    def walk(jaxpr):
-        for eqn in jaxpr.eqns:
-            if eqn.primitive.name == "dot_general":
-                found.append((tuple(v.aval.dtype for v in eqn.invars), eqn.outvars[0].aval.dtype))
-            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-                walk(sub)
-
-    walk(jax.make_jaxpr(fn)(*args).jaxpr)
-    return found
+    return [(tuple(v.aval.dtype for v in e.invars), e.outvars[0].aval.dtype) for e in jaxpr_eqns(fn, *args)
+            if e.primitive.name == "dot_general"]
 
 
 @pytest.mark.parametrize("variant, pooling", [("rand", "max"), ("static", "kmax"), ("non-static", "avg"),
                                               ("multichannel", "max")])
 def test_bfloat16_logits_are_float32_and_agree_to_bfloat16_rounding(variant, pooling):
-    model32, params, ids = _model_and_params(variant, pooling)
+    model32, params, ids = small_text_cnn(variant, pooling)
     model16 = model32.clone(dtype=jnp.bfloat16)
     want = model32.apply({"params": params}, ids)
     got = model16.apply({"params": params}, ids)
@@ -65,7 +45,7 @@ def test_bfloat16_logits_are_float32_and_agree_to_bfloat16_rounding(variant, poo
 def test_the_bank_and_the_head_multiply_in_bfloat16_and_accumulate_in_float32(monkeypatch):
     # XLA's dots (where AMX is found, auto takes jaxcnn's FFI kernel: tests/layers/test_bf16_ffi.py).
     monkeypatch.setenv(bf16_ffi.ENV, "xla")
-    model, params, ids = _model_and_params(dtype=jnp.bfloat16)
+    model, params, ids = small_text_cnn(dtype=jnp.bfloat16)
 
     def loss(p):
         return model.apply({"params": p}, ids).sum()
