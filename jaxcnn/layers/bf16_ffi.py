@@ -14,8 +14,9 @@ The custom call has no partitioning rule: under a multi-device `jit` XLA gathers
 whole product on every device (correct, not faster); hence `auto` keeps XLA where JAX has several CPU devices.
 It has no JVP rule either: gradients of gradients through `mixed_matmul` need the XLA route.
 
-The extension is a plain shared library (no Python module inside), built at install time by setup.py where a
-C++ compiler is found; nothing is registered with XLA until a product first needs it.
+The extension is built at install time by setup.py where a C++ compiler is found, as an empty Python module (so
+that tools which import every module find one) that this file loads through ctypes; nothing is registered with
+XLA until a product first needs it.
 """
 
 from __future__ import annotations
